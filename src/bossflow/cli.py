@@ -1,0 +1,220 @@
+"""The ``bossflow`` command line: thin over the library.
+
+Bad input prints one line ``bossflow: error: ...`` and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from .errors import BossflowError
+
+SCHEDULE_EXAMPLES = """\
+examples:
+  bossflow schedule --model gmm-2d --nfe 2,4,6,8 --out schedules.json
+  bossflow schedule --model gmm-64d --nfe 4 --samples 512 --grid edm --grid-steps 200
+  bossflow schedule --model mypkg.models:make_flow --shape 3,32,32 --nfe 4,6 \\
+      --cache runs/cost.npz --out runs/sched.json      # resumable: rerun to continue
+  bossflow schedule --model gmm-2d --method uniform --nfe 4 --out uniform.json
+
+A model is a preset (gmm-2d, gmm-64d) or module:attribute / path/to/file.py:attribute
+naming a velocity model model(x, t) -> v (t = 0 noise, t = 1 data), or a zero-argument
+factory returning one.
+"""
+
+DEMO_EXAMPLES = """\
+examples:
+  bossflow demo                       # full demo, a few minutes on CPU
+  bossflow demo --quick --out /tmp/d  # reduced sizes, seconds
+"""
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.replace(" ", "").split(",") if part]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 2,4,6, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one integer")
+    return values
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bossflow",
+        description="Few-step sampling schedules for flow-matching models (BOSS, ICLR 2024).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser(
+        "schedule",
+        help="find Bellman-optimal K-step schedules for a flow model",
+        description="Build the BOSS cost matrix of a model on a fine base grid and write the "
+        "least-cost schedule for every requested NFE.",
+        epilog=SCHEDULE_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--model", required=True, help="preset name or module:attribute (see below)")
+    p.add_argument("--nfe", type=_int_list, default=[2, 4, 6, 8], metavar="K[,K...]", help="step budgets (default: 2,4,6,8)")
+    p.add_argument("--out", help="write the schedules to this JSON file")
+    p.add_argument(
+        "--method",
+        choices=["bellman", "uniform", "edm", "shift"],
+        default="bellman",
+        help="bellman (default) searches; the others write a baseline schedule",
+    )
+    p.add_argument("--grid", choices=["uniform", "edm"], default="uniform", help="base grid family (default: uniform)")
+    p.add_argument("--grid-steps", type=_positive_int, default=100, metavar="N", help="base grid intervals (default: 100)")
+    p.add_argument("--samples", type=_positive_int, default=256, metavar="B", help="noise samples for the cost matrix (default: 256)")
+    p.add_argument("--seed", type=_non_negative_int, default=0, help="noise seed (default: 0)")
+    p.add_argument("--batch-size", type=_positive_int, default=64, help="samples integrated at once (default: 64)")
+    p.add_argument(
+        "--substeps",
+        type=_positive_int,
+        default=1,
+        help="reference sub-steps per grid interval; 1 is the paper's cost (default: 1)",
+    )
+    p.add_argument("--reference", choices=["euler", "heun"], default="euler", help="reference sub-step method (default: euler)")
+    p.add_argument("--shape", type=_int_list, metavar="D[,D...]", help="sample shape, for models that do not declare sample_shape")
+    p.add_argument("--cache", metavar="PATH", help="cost-matrix checkpoint (.npz): resumable, and reused when finished")
+    p.add_argument("--device", default="cpu", help="torch device for noise and model (default: cpu)")
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="state dtype (default: float32)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    d = sub.add_parser(
+        "demo",
+        help="compare schedules on the exact mixture flows and write a report",
+        description="Run uniform, EDM, time-shift and Bellman schedules on the exact 2-D and 64-D "
+        "Gaussian-mixture flows and report endpoint errors. Offline, CPU.",
+        epilog=DEMO_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    d.add_argument("--out", default="bossflow-demo", help="output folder (default: bossflow-demo)")
+    d.add_argument("--quick", action="store_true", help="reduced sizes (for tests)")
+    d.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def _format_times(times: Sequence[float]) -> str:
+    return " ".join(f"{t:.4f}" for t in times)
+
+
+def cmd_schedule(args: argparse.Namespace) -> int:
+    import torch
+
+    from .bellman import bellman_schedules
+    from .cost import cost_matrix
+    from .loading import load_model
+    from .noise import gaussian_noise
+    from .schedules import SCHEDULE_FAMILIES, base_grid, save_schedules
+
+    nfes = sorted(set(args.nfe))
+    if nfes[0] < 1:
+        raise BossflowError(f"every --nfe must be at least 1, got {nfes[0]}.")
+    if args.method != "bellman":
+        schedules = {k: SCHEDULE_FAMILIES[args.method](k) for k in nfes}
+        costs = {k: None for k in nfes}
+        provenance = {"method": args.method}
+    else:
+        if nfes[-1] > args.grid_steps:
+            raise BossflowError(f"--nfe {nfes[-1]} exceeds --grid-steps {args.grid_steps}; use a finer grid.")
+        loaded = load_model(args.model)
+        shape = tuple(args.shape) if args.shape else loaded.sample_shape
+        if shape is None:
+            raise BossflowError(f"model {args.model!r} does not declare sample_shape; pass --shape, e.g. --shape 3,32,32.")
+        try:
+            device = torch.device(args.device)
+            torch.empty(0, device=device)
+        except (RuntimeError, ValueError) as exc:
+            raise BossflowError(f"device {args.device!r} is not available here ({exc}).") from None
+        model = loaded.model
+        if isinstance(model, torch.nn.Module):
+            model = model.to(device)
+        dtype = getattr(torch, args.dtype)
+        if isinstance(model, torch.nn.Module) and args.dtype == "float64":
+            model = model.double()
+        grid = base_grid(args.grid, args.grid_steps)
+        noise = gaussian_noise(args.samples, shape, seed=args.seed, dtype=dtype, device=device)
+        cost = cost_matrix(
+            model,
+            noise,
+            grid,
+            batch_size=args.batch_size,
+            substeps=args.substeps,
+            reference=args.reference,
+            checkpoint=args.cache,
+            model_id=loaded.model_id,
+            progress=not args.quiet,
+        )
+        provenance = {
+            "model": loaded.model_id,
+            "base_grid": args.grid,
+            "grid_steps": args.grid_steps,
+            "samples": args.samples,
+            "seed": args.seed,
+            "substeps": args.substeps,
+            "reference": args.reference,
+        }
+        schedules = bellman_schedules(cost, grid, nfes, **provenance)
+        costs = {k: s.meta["cost"] for k, s in schedules.items()}
+
+    print(f"{'NFE':>4}  {'cost':>11}  times")
+    for k, sched in schedules.items():
+        cost_text = f"{costs[k]:11.4e}" if costs[k] is not None else f"{'-':>11}"
+        print(f"{k:>4}  {cost_text}  {_format_times(sched.times)}")
+    if args.out:
+        save_schedules(args.out, schedules.values(), **provenance)
+        print(f"wrote {len(schedules)} schedule(s) to {args.out}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import DemoConfig, format_report, run_demo
+
+    config = DemoConfig.quick() if args.quick else DemoConfig()
+    report = run_demo(args.out, config, progress=not args.quiet)
+    print(format_report(report))
+    print(f"wrote {args.out}/report.md, report.json and schedule files")
+    return 0
+
+
+COMMANDS = {"schedule": cmd_schedule, "demo": cmd_demo}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except BossflowError as exc:
+        print(f"bossflow: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bossflow: interrupted; finished batches are kept in --cache when one was given.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

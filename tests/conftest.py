@@ -1,0 +1,24 @@
+import numpy as np
+import pytest
+import torch
+
+TEST_SEED = 1234
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(TEST_SEED)
+
+
+def random_cost_matrix(rng: np.random.Generator, n: int) -> np.ndarray:
+    """(n + 1, n + 1) costs: random above the diagonal, +inf elsewhere."""
+    c = np.full((n + 1, n + 1), np.inf)
+    iu = np.triu_indices(n + 1, 1)
+    c[iu] = rng.random(iu[0].size)
+    return c
+
+
+@pytest.fixture(autouse=True)
+def _deterministic_threads():
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    yield

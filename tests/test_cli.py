@@ -1,0 +1,131 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import bossflow as bf
+from bossflow.cli import main
+
+TESTS = Path(__file__).parent
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_schedule_end_to_end_console_script(tmp_path):
+    out = tmp_path / "schedules.json"
+    proc = subprocess.run(
+        ["bossflow", "schedule", "--model", "gmm-2d", "--nfe", "2,4,6,8", "--out", str(out), "--samples", "64", "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].split() == ["NFE", "cost", "times"]
+    assert [int(line.split()[0]) for line in lines[1:5]] == [2, 4, 6, 8]
+    scheds = bf.load_schedules(out)
+    assert list(scheds) == [2, 4, 6, 8]
+    s4 = bf.Schedule.load(out, nfe=4)
+    assert s4.meta["model"] == "gmm-2d" and s4.meta["samples"] == 64 and s4.meta["method"] == "bellman"
+    # the printed times are the saved ones
+    printed = [float(v) for v in lines[2].split()[2:]]
+    np.testing.assert_allclose(printed, s4.times, atol=5e-5)
+
+
+def test_schedule_matches_library(capsys, tmp_path):
+    out = tmp_path / "s.json"
+    code, _, _ = run(capsys, "schedule", "--model", "gmm-64d", "--nfe", "3", "--samples", "16", "--grid-steps", "20",
+                     "--dtype", "float64", "--out", str(out), "--quiet")
+    assert code == 0
+    model = bf.models.gmm_64d()
+    grid = bf.uniform_schedule(20).times
+    cost = bf.cost_matrix(model, bf.gaussian_noise(16, (64,), seed=0, dtype=__import__("torch").float64), grid)
+    idx, total = bf.bellman_path(cost, 3)
+    got = bf.Schedule.load(out)
+    np.testing.assert_array_equal(got.times, grid[idx])
+    assert got.meta["cost"] == pytest.approx(total, rel=1e-12)
+
+
+def test_module_attribute_models_and_cache(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(TESTS)
+    cache = tmp_path / "cost.npz"
+    args = ["schedule", "--nfe", "2", "--samples", "8", "--grid-steps", "10", "--quiet", "--cache", str(cache)]
+    assert run(capsys, *args, "--model", "user_models:make_flow")[0] == 0
+    assert cache.exists()
+    code, out, _ = run(capsys, *args, "--model", "user_models:make_flow")  # cache hit
+    assert code == 0 and out.splitlines()[1].startswith("   2")
+    assert run(capsys, *args[:-2], "--model", "user_models:instance")[0] == 0
+    assert run(capsys, *args[:-2], "--model", f"{TESTS / 'user_models.py'}:make_flow")[0] == 0
+    assert run(capsys, *args[:-2], "--model", "user_models:velocity", "--shape", "4")[0] == 0
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--model", "no-such-preset"], "neither a preset"),
+        (["--model", "no_such_module_xyz:f"], "cannot import module"),
+        (["--model", "user_models:missing"], "has no attribute"),
+        (["--model", "user_models:not_callable"], "not a callable"),
+        (["--model", "user_models:broken_factory"], "weights missing"),
+        (["--model", "user_models:velocity"], "pass --shape"),
+        (["--model", "gmm-2d", "--nfe", "200"], "exceeds --grid-steps"),
+        (["--model", "gmm-2d", "--nfe", "0"], "at least 1"),
+        (["--model", "gmm-2d", "--device", "nodevice"], "not available"),
+        (["--model", "gmm-2d", "--out", "/proc/forbidden/s.json"], "cannot write"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(capsys, monkeypatch, argv, message):
+    monkeypatch.chdir(TESTS)
+    code, _, err = run(capsys, "schedule", "--samples", "4", "--grid-steps", "20", "--quiet", *argv)
+    assert code == 2
+    assert message in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv", [["schedule"], ["schedule", "--model", "gmm-2d", "--nfe", "a,b"], ["nope"]])
+def test_argparse_errors_exit_2(capsys, argv):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+
+
+def test_mismatched_cache_is_refused(capsys, tmp_path):
+    cache = tmp_path / "c.npz"
+    base = ["schedule", "--nfe", "2", "--samples", "4", "--grid-steps", "10", "--quiet", "--cache", str(cache)]
+    assert run(capsys, *base, "--model", "gmm-2d")[0] == 0
+    code, _, err = run(capsys, *base, "--model", "gmm-2d", "--seed", "3")
+    assert code == 2 and "different noise" in err
+
+
+def test_baseline_method(capsys, tmp_path):
+    out = tmp_path / "u.json"
+    code, text, _ = run(capsys, "schedule", "--model", "gmm-2d", "--method", "uniform", "--nfe", "4", "--out", str(out))
+    assert code == 0 and "0.2500" in text
+    assert bf.Schedule.load(out).meta["method"] == "uniform"
+
+
+def test_help_has_examples():
+    proc = subprocess.run([sys.executable, "-m", "bossflow.cli", "schedule", "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0 and "examples:" in proc.stdout and "--nfe" in proc.stdout
+
+
+def test_demo_quick(capsys, tmp_path):
+    out = tmp_path / "demo"
+    code, text, _ = run(capsys, "demo", "--quick", "--quiet", "--out", str(out))
+    assert code == 0 and "gmm-64d" in text
+    report = json.loads((out / "report.json").read_text())
+    for name in ("gmm-2d", "gmm-64d"):
+        rmse = report["models"][name]["rmse"]
+        assert set(rmse) == {"uniform", "edm", "shift", "bellman"}
+        for by_nfe in rmse.values():
+            assert set(by_nfe) == {"2", "4", "6"} and all(np.isfinite(v) and v > 0 for v in by_nfe.values())
+    assert (out / "report.md").read_text().startswith("# bossflow demo")
+    assert list(bf.load_schedules(out / "schedules-gmm-2d.json")) == [2, 4, 6]

@@ -105,6 +105,17 @@ def test_mismatched_cache_is_refused(capsys, tmp_path):
     assert code == 2 and "different noise" in err
 
 
+def test_global_dp_method(capsys, tmp_path):
+    out = tmp_path / "g.json"
+    code, _, _ = run(capsys, "schedule", "--model", "gmm-2d", "--method", "global-dp", "--nfe", "2,3", "--samples", "16",
+                     "--grid-steps", "12", "--out", str(out), "--quiet")
+    assert code == 0
+    s = bf.Schedule.load(out, nfe=3)
+    assert s.meta["method"] == "global-dp" and s.meta["model"] == "gmm-2d" and s.meta["samples"] == 16
+    code, _, err = run(capsys, "schedule", "--model", "gmm-2d", "--method", "global-dp", "--cache", str(tmp_path / "c.npz"))
+    assert code == 2 and "--cache" in err
+
+
 def test_baseline_method(capsys, tmp_path):
     out = tmp_path / "u.json"
     code, text, _ = run(capsys, "schedule", "--model", "gmm-2d", "--method", "uniform", "--nfe", "4", "--out", str(out))
@@ -124,8 +135,9 @@ def test_demo_quick(capsys, tmp_path):
     report = json.loads((out / "report.json").read_text())
     for name in ("gmm-2d", "gmm-64d"):
         rmse = report["models"][name]["rmse"]
-        assert set(rmse) == {"uniform", "edm", "shift", "bellman"}
+        assert set(rmse) == {"uniform", "edm", "shift", "bellman", "global-dp"}
         for by_nfe in rmse.values():
             assert set(by_nfe) == {"2", "4", "6"} and all(np.isfinite(v) and v > 0 for v in by_nfe.values())
     assert (out / "report.md").read_text().startswith("# bossflow demo")
-    assert list(bf.load_schedules(out / "schedules-gmm-2d.json")) == [2, 4, 6]
+    assert list(bf.load_schedules(out / "schedules-gmm-2d-bellman.json")) == [2, 4, 6]
+    assert list(bf.load_schedules(out / "schedules-gmm-64d-global-dp.json")) == [2, 4, 6]

@@ -51,7 +51,8 @@ def validate_cost_matrix(cost: Any) -> np.ndarray:
     return arr
 
 
-def _check_budget(nfe: Any, n: int) -> int:
+def check_budget(nfe: Any, n: int) -> int:
+    """Check that a step budget is an integer in ``1..n`` for an ``n``-interval grid."""
     if isinstance(nfe, bool) or not isinstance(nfe, (int, np.integer)):
         raise CostMatrixError(f"the step budget (NFE) must be an integer, got {nfe!r}.")
     if nfe < 1:
@@ -86,7 +87,7 @@ def bellman_paths(cost: Any, max_nfe: int) -> dict[int, tuple[np.ndarray, float]
     """
     c = validate_cost_matrix(cost)
     n = c.shape[0] - 1
-    max_nfe = _check_budget(max_nfe, n)
+    max_nfe = check_budget(max_nfe, n)
     upper = np.triu(np.ones_like(c, dtype=bool), k=1)
     # c_t[j, i] = C[i, j]: rows contiguous for the reduction over predecessors i.
     c_t = torch.from_numpy(np.where(upper, c, np.inf).T.copy())
@@ -119,7 +120,7 @@ def bellman_paths(cost: Any, max_nfe: int) -> dict[int, tuple[np.ndarray, float]
 def bellman_path(cost: Any, nfe: int) -> tuple[np.ndarray, float]:
     """Least-cost path with exactly ``nfe`` steps: ``(indices (nfe + 1,), total)``. See :func:`bellman_paths`."""
     c = validate_cost_matrix(cost)
-    nfe = _check_budget(nfe, c.shape[0] - 1)
+    nfe = check_budget(nfe, c.shape[0] - 1)
     paths = bellman_paths(c, nfe)
     if nfe not in paths:
         raise CostMatrixError(f"no path with {nfe} steps has finite cost; the matrix forbids too many jumps.")
@@ -145,12 +146,12 @@ def bellman_schedules(cost: Any, grid: Any, nfes: list[int], **meta: Any) -> dic
     if not nfes:
         raise CostMatrixError("give at least one step budget (NFE).")
     for k in nfes:
-        _check_budget(k, c.shape[0] - 1)
+        check_budget(k, c.shape[0] - 1)
     paths = bellman_paths(c, max(nfes))
     out = {}
     for k in sorted(set(int(k) for k in nfes)):
         if k not in paths:
             raise CostMatrixError(f"no path with {k} steps has finite cost; the matrix forbids too many jumps.")
         idx, total = paths[k]
-        out[k] = Schedule(grid[idx], method="bellman", indices=idx.tolist(), cost=total, **meta)
+        out[k] = Schedule(grid[idx], **{**meta, "method": "bellman", "indices": idx.tolist(), "cost": total})
     return out

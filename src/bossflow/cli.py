@@ -17,7 +17,11 @@ examples:
   bossflow schedule --model gmm-64d --nfe 4 --samples 512 --grid edm --grid-steps 200
   bossflow schedule --model mypkg.models:make_flow --shape 3,32,32 --nfe 4,6 \\
       --cache runs/cost.npz --out runs/sched.json      # resumable: rerun to continue
+  bossflow schedule --model gmm-2d --method global-dp --nfe 2,4 --out gdp.json
   bossflow schedule --model gmm-2d --method uniform --nfe 4 --out uniform.json
+
+The printed cost is the Bellman path cost (sum of one-step errors per dimension) for
+bellman, and the endpoint MSE per dimension against the fine trajectory for global-dp.
 
 A model is a preset (gmm-2d, gmm-64d) or module:attribute / path/to/file.py:attribute
 naming a velocity model model(x, t) -> v (t = 0 noise, t = 1 data), or a zero-argument
@@ -81,9 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="write the schedules to this JSON file")
     p.add_argument(
         "--method",
-        choices=["bellman", "uniform", "edm", "shift"],
+        choices=["bellman", "global-dp", "uniform", "edm", "shift"],
         default="bellman",
-        help="bellman (default) searches; the others write a baseline schedule",
+        help="bellman (BOSS, default) or global-dp (error-propagation-aware DP, OSS idea) search; "
+        "uniform, edm and shift write a baseline schedule",
     )
     p.add_argument("--grid", choices=["uniform", "edm"], default="uniform", help="base grid family (default: uniform)")
     p.add_argument("--grid-steps", type=_positive_int, default=100, metavar="N", help="base grid intervals (default: 100)")
@@ -129,11 +134,12 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     from .loading import load_model
     from .noise import gaussian_noise
     from .schedules import SCHEDULE_FAMILIES, base_grid, save_schedules
+    from .search import global_error_schedules
 
     nfes = sorted(set(args.nfe))
     if nfes[0] < 1:
         raise BossflowError(f"every --nfe must be at least 1, got {nfes[0]}.")
-    if args.method != "bellman":
+    if args.method in SCHEDULE_FAMILIES:
         schedules = {k: SCHEDULE_FAMILIES[args.method](k) for k in nfes}
         costs = {k: None for k in nfes}
         provenance = {"method": args.method}
@@ -157,27 +163,29 @@ def cmd_schedule(args: argparse.Namespace) -> int:
             model = model.double()
         grid = base_grid(args.grid, args.grid_steps)
         noise = gaussian_noise(args.samples, shape, seed=args.seed, dtype=dtype, device=device)
-        cost = cost_matrix(
-            model,
-            noise,
-            grid,
-            batch_size=args.batch_size,
-            substeps=args.substeps,
-            reference=args.reference,
-            checkpoint=args.cache,
-            model_id=loaded.model_id,
-            progress=not args.quiet,
-        )
-        provenance = {
-            "model": loaded.model_id,
-            "base_grid": args.grid,
-            "grid_steps": args.grid_steps,
-            "samples": args.samples,
-            "seed": args.seed,
-            "substeps": args.substeps,
-            "reference": args.reference,
-        }
-        schedules = bellman_schedules(cost, grid, nfes, **provenance)
+        provenance = {"model": loaded.model_id, "base_grid": args.grid, "grid_steps": args.grid_steps, "seed": args.seed}
+        if args.method == "global-dp":
+            if args.cache:
+                raise BossflowError("--cache applies to the bellman cost matrix only; drop it for --method global-dp.")
+            if args.reference != "euler":
+                raise BossflowError("--method global-dp uses an Euler teacher; drop --reference or use --method bellman.")
+            schedules = global_error_schedules(
+                model, noise, grid, nfes, batch_size=args.batch_size, substeps=args.substeps, provenance=provenance
+            )
+        else:
+            cost = cost_matrix(
+                model,
+                noise,
+                grid,
+                batch_size=args.batch_size,
+                substeps=args.substeps,
+                reference=args.reference,
+                checkpoint=args.cache,
+                model_id=loaded.model_id,
+                progress=not args.quiet,
+            )
+            provenance.update(samples=args.samples, substeps=args.substeps, reference=args.reference)
+            schedules = bellman_schedules(cost, grid, nfes, **provenance)
         costs = {k: s.meta["cost"] for k, s in schedules.items()}
 
     print(f"{'NFE':>4}  {'cost':>11}  times")

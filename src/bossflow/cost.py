@@ -34,6 +34,7 @@ from torch import Tensor
 
 from ._io import write_atomic
 from .errors import BossflowError, CostMatrixError, FileFormatError
+from .noise import validate_noise
 from .solvers import Trajectory, fine_trajectory
 from .schedules import validate_times
 
@@ -43,7 +44,7 @@ PairCost = Callable[[Tensor, Tensor], Tensor]
 """A per-pair cost: ``pair_cost(estimate, target) -> (B,)`` for two ``(B, *shape)`` batches."""
 
 
-def gram_cost_sums(xs: Tensor, vs: Tensor, grid: np.ndarray, chunk_bytes: int = 2**28) -> np.ndarray:
+def gram_cost_sums(xs: Tensor, vs: Tensor, grid: np.ndarray, chunk_bytes: int = 2**24) -> np.ndarray:
     """Summed squared one-step errors ``sum_b ||x_i + Δ v_i - x_j||^2`` for every pair, by Gram products.
 
     Args:
@@ -200,7 +201,7 @@ def cost_matrix(
     checkpoint: str | os.PathLike | None = None,
     model_id: str | None = None,
     progress: bool = False,
-    chunk_bytes: int = 2**28,
+    chunk_bytes: int = 2**24,
 ) -> np.ndarray:
     """BOSS cost matrix of ``model`` on ``grid`` from the fine trajectories of ``noise``.
 
@@ -239,10 +240,7 @@ def cost_matrix(
         first dimension equals ``len(noise)``; other values are passed unchanged.
     """
     grid = validate_times(grid, "base grid")
-    if not isinstance(noise, Tensor) or noise.ndim < 2 or noise.shape[0] < 1:
-        raise BossflowError("noise must be a tensor of shape (B, *shape) with at least one sample.")
-    if not noise.is_floating_point():
-        raise BossflowError(f"noise must be a floating-point tensor, got {noise.dtype}.")
+    validate_noise(noise)
     if not isinstance(batch_size, int) or batch_size < 1:
         raise BossflowError(f"batch_size must be a positive integer, got {batch_size!r}.")
     n_samples = int(noise.shape[0])

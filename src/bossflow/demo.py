@@ -1,16 +1,17 @@
 """The demo: baseline and Bellman schedules on the exact mixture flows, measured against the truth.
 
 For each preset flow (``gmm-2d``, ``gmm-64d``) it builds the BOSS cost matrix, takes the
-Bellman schedule for every NFE, and compares the endpoint error of Euler sampling with
-uniform, EDM, time-shift and Bellman schedules against a tight adaptive reference
-solution from the same (fresh) noises. Everything runs offline on CPU.
+Bellman schedule for every NFE, runs the global-error DP (:mod:`bossflow.search`), and
+compares the endpoint error of Euler sampling with uniform, EDM, time-shift, Bellman and
+global-DP schedules against a tight adaptive reference solution from fresh noises.
+Everything runs offline on CPU.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +24,12 @@ from .metrics import endpoint_rmse
 from .models import PRESETS
 from .noise import gaussian_noise
 from .schedules import SCHEDULE_FAMILIES, Schedule, base_grid, save_schedules
+from .search import global_error_schedules
 from .solvers import euler, reference_solve
 
 import torch
 
-METHODS = ("uniform", "edm", "shift", "bellman")
+METHODS = ("uniform", "edm", "shift", "bellman", "global-dp")
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,7 @@ def run_demo(out_dir: str | os.PathLike, config: DemoConfig = DemoConfig(), prog
     from tqdm.auto import tqdm
 
     out = Path(out_dir)
-    report: dict[str, Any] = {"config": config.__dict__ | {"models": list(config.models), "nfes": list(config.nfes)}, "models": {}}
+    report: dict[str, Any] = {"config": asdict(config), "models": {}}
     stages = tqdm(total=3 * len(config.models), desc="demo", unit="stage", disable=not progress)
     for name in config.models:
         model = PRESETS[name]()
@@ -79,11 +81,11 @@ def run_demo(out_dir: str | os.PathLike, config: DemoConfig = DemoConfig(), prog
         stages.set_postfix_str(f"{name}: schedules")
         nfes = list(config.nfes)
         schedules: dict[str, dict[int, Schedule]] = {
-            method: {k: SCHEDULE_FAMILIES[method](k) for k in nfes} for method in METHODS if method != "bellman"
+            method: {k: SCHEDULE_FAMILIES[method](k) for k in nfes} for method in METHODS if method in SCHEDULE_FAMILIES
         }
-        schedules["bellman"] = bellman_schedules(
-            cost, grid, nfes, model=name, grid_steps=config.grid_steps, samples=config.cost_samples, seed=config.seed
-        )
+        provenance = {"model": name, "grid_steps": config.grid_steps, "samples": config.cost_samples, "seed": config.seed}
+        schedules["bellman"] = bellman_schedules(cost, grid, nfes, **provenance)
+        schedules["global-dp"] = global_error_schedules(model, noise, grid, nfes, provenance=provenance)
         stages.update()
 
         stages.set_postfix_str(f"{name}: evaluation")
@@ -92,7 +94,8 @@ def run_demo(out_dir: str | os.PathLike, config: DemoConfig = DemoConfig(), prog
         rmse = evaluate_schedules(model, schedules, eval_noise, reference)
         stages.update()
 
-        save_schedules(out / f"schedules-{name}.json", schedules["bellman"].values(), model=name)
+        for method in ("bellman", "global-dp"):
+            save_schedules(out / f"schedules-{name}-{method}.json", schedules[method].values(), model=name)
         report["models"][name] = {
             "cost_matrix_seconds": cost_seconds,
             "schedules": {m: {k: s.times.tolist() for k, s in by.items()} for m, by in schedules.items()},
@@ -117,8 +120,9 @@ def format_report(report: dict) -> str:
             best = int(np.argmin(values))
             cells = [f"**{v:.4f}**" if i == best else f"{v:.4f}" for i, v in enumerate(values)]
             lines.append(f"| {nfe} | " + " | ".join(cells) + " |")
-        lines += ["", "Bellman times:", ""]
-        for nfe, times in entry["schedules"]["bellman"].items():
-            lines.append(f"- NFE {nfe}: " + ", ".join(f"{t:.3f}" for t in times))
+        for method in ("bellman", "global-dp"):
+            lines += ["", f"{method} times:", ""]
+            for nfe, times in entry["schedules"][method].items():
+                lines.append(f"- NFE {nfe}: " + ", ".join(f"{t:.3f}" for t in times))
         lines.append("")
     return "\n".join(lines)

@@ -72,8 +72,8 @@ def load_model(spec: str) -> LoadedModel:
     * a preset name: ``gmm-2d``, ``gmm-64d``;
     * ``package.module:attribute`` or ``path/to/file.py:attribute``, where the attribute is an
       ``nn.Module`` or callable velocity model, or a zero-argument factory (function or
-      class) returning one. A factory is recognised as a class, or as a function whose call
-      with no arguments succeeds.
+      class) returning one. A factory is a class, or a function whose parameters all have
+      defaults; a function with required parameters is used as the velocity model itself.
 
     Raises:
         ModelSpecError: the spec cannot be resolved, or does not give a callable model.

@@ -52,3 +52,12 @@ def gaussian_noise(
         gen.manual_seed(sample_seed(seed, i))
         rows.append(torch.randn(shape, generator=gen, dtype=torch.float32))
     return torch.stack(rows).to(device=device, dtype=dtype)
+
+
+def validate_noise(noise: object) -> Tensor:
+    """Check that ``noise`` is a floating-point ``(B, *shape)`` tensor with at least one sample."""
+    if not isinstance(noise, Tensor) or noise.ndim < 2 or noise.shape[0] < 1:
+        raise BossflowError("noise must be a tensor of shape (B, *shape) with at least one sample.")
+    if not noise.is_floating_point():
+        raise BossflowError(f"noise must be a floating-point tensor, got {noise.dtype}.")
+    return noise

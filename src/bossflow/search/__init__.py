@@ -1,5 +1,100 @@
-"""Schedule searches beyond the core Bellman DP (:mod:`bossflow.bellman`)."""
+"""Schedule searches under one interface: baselines, BOSS, and the searches that go beyond it.
 
+Every method is a function
+
+    method_schedules(model, noise, grid, nfes, *, cond=None, provenance=None, **options)
+        -> {nfe: Schedule}
+
+that finds schedules for several budgets at once (the DPs get every budget from one pass),
+registered by name in :data:`SEARCHES`. :func:`search` is the one-budget form. Time
+convention: ``t = 0`` noise, ``t = 1`` data; ``noise`` is ``(B, *shape)`` at ``t = 0``; ``grid``
+is the ``(N + 1,)`` base grid that grid-based searches pick their times from.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+from torch import Tensor
+
+from ..bellman import bellman_schedules
+from ..cost import cost_matrix
+from ..errors import BossflowError
+from ..schedules import SCHEDULE_FAMILIES, Schedule
 from .global_dp import global_error_paths, global_error_schedules
 
-__all__ = ["global_error_paths", "global_error_schedules"]
+SearchFunction = Callable[..., dict[int, Schedule]]
+
+
+def _family(name: str) -> SearchFunction:
+    def family_schedules(
+        model: Any, noise: Tensor, grid: Any, nfes: list[int], *, cond: dict | None = None,
+        provenance: dict | None = None, **options: Any,
+    ) -> dict[int, Schedule]:
+        """A baseline family: no search, model and noise unused."""
+        return {int(k): SCHEDULE_FAMILIES[name](int(k), **options).with_meta(**(provenance or {}), method=name) for k in nfes}
+
+    family_schedules.__name__ = f"{name}_schedules"
+    return family_schedules
+
+
+def boss_schedules(
+    model: Callable[..., Tensor],
+    noise: Tensor,
+    grid: Any,
+    nfes: list[int],
+    *,
+    cond: dict | None = None,
+    provenance: dict | None = None,
+    **options: Any,
+) -> dict[int, Schedule]:
+    """BOSS (Nguyen et al., ICLR 2024): cost matrix on ``grid`` from ``noise``, then the Bellman DP.
+
+    ``options`` go to :func:`bossflow.cost_matrix` (``batch_size``, ``substeps``, ``checkpoint``, ...).
+    """
+    cost = cost_matrix(model, noise, grid, cond=cond, **options)
+    meta = {**(provenance or {}), "samples": int(noise.shape[0])}
+    return bellman_schedules(cost, np.asarray(grid, dtype=np.float64), list(nfes), **meta)
+
+
+SEARCHES: dict[str, SearchFunction] = {
+    "uniform": _family("uniform"),
+    "edm": _family("edm"),
+    "shift": _family("shift"),
+    "bellman": boss_schedules,
+    "global-dp": global_error_schedules,
+}
+
+
+def search(
+    model: Callable[..., Tensor],
+    nfe: int,
+    grid: Any,
+    noise: Tensor,
+    method: str = "bellman",
+    **options: Any,
+) -> Schedule:
+    """Find one ``nfe``-step schedule with the search ``method`` (a key of :data:`SEARCHES`).
+
+    Args:
+        model: velocity model ``model(x, t, **cond)``.
+        nfe: step budget.
+        grid: ``(N + 1,)`` base grid times, 0 to 1.
+        noise: ``(B, *shape)`` search noises.
+        method: search name.
+        options: passed to the method (``cond``, ``provenance`` and method options).
+
+    Example:
+        >>> import torch, bossflow as bf
+        >>> noise = bf.gaussian_noise(32, (2,), dtype=torch.float64)
+        >>> s = search(bf.models.gmm_2d(), 3, bf.uniform_schedule(20).times, noise, method="global-dp")
+        >>> s.nfe, s.meta["method"]
+        (3, 'global-dp')
+    """
+    if method not in SEARCHES:
+        raise BossflowError(f"unknown search method {method!r}; choose one of {', '.join(SEARCHES)}.")
+    return SEARCHES[method](model, noise, grid, [nfe], **options)[nfe]
+
+
+__all__ = ["SEARCHES", "boss_schedules", "global_error_paths", "global_error_schedules", "search"]

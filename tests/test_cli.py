@@ -133,11 +133,30 @@ def test_demo_quick(capsys, tmp_path):
     code, text, _ = run(capsys, "demo", "--quick", "--quiet", "--out", str(out))
     assert code == 0 and "gmm-64d" in text
     report = json.loads((out / "report.json").read_text())
+    methods = set(bf.search.SEARCHES)
     for name in ("gmm-2d", "gmm-64d"):
-        rmse = report["models"][name]["rmse"]
-        assert set(rmse) == {"uniform", "edm", "shift", "bellman", "global-dp"}
-        for by_nfe in rmse.values():
-            assert set(by_nfe) == {"2", "4", "6"} and all(np.isfinite(v) and v > 0 for v in by_nfe.values())
+        rows = [r for r in report["rows"] if r["model"] == name]
+        assert {(r["method"], r["nfe"]) for r in rows} == {(m, k) for m in methods for k in (2, 4, 6)}
+        assert all(np.isfinite(r["rmse"]) and r["rmse"] > 0 and np.isfinite(r["w2"]) for r in rows)
+        assert report["floors"][name]["w2"] > 0
     assert (out / "report.md").read_text().startswith("# bossflow demo")
-    assert list(bf.load_schedules(out / "schedules-gmm-2d-bellman.json")) == [2, 4, 6]
-    assert list(bf.load_schedules(out / "schedules-gmm-64d-global-dp.json")) == [2, 4, 6]
+    assert (out / "report.csv").read_text().splitlines()[0].startswith("model,method,nfe,rmse,w2")
+
+
+def test_bench_command(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(TESTS)
+    out = tmp_path / "bench"
+    code, text, _ = run(capsys, "bench", "--models", "gmm-2d,user_models:make_flow", "--methods", "uniform,bellman",
+                        "--nfe", "2-3", "--grid-steps", "12", "--search-samples", "16", "--eval-samples", "32",
+                        "--out", str(out), "--quiet")
+    assert code == 0 and "user_models:make_flow" in text
+    report = json.loads((out / "bench.json").read_text())
+    assert len(report["rows"]) == 2 * 2 * 2
+    bellman = [r for r in report["rows"] if r["method"] == "bellman"]
+    assert all(r["search_model_rows"] == 16 * 12 for r in bellman)  # one fine trajectory per search noise
+    assert all(r["search_model_rows"] == 0 for r in report["rows"] if r["method"] == "uniform")
+    assert len((out / "bench.csv").read_text().splitlines()) == 1 + 8
+    code, _, err = run(capsys, "bench", "--methods", "nope", "--out", str(out), "--quiet")
+    assert code == 2 and "unknown method" in err
+    code, _, err = run(capsys, "bench", "--nfe", "0", "--out", str(out), "--quiet")
+    assert code == 2 and "every NFE" in err

@@ -34,14 +34,34 @@ examples:
   bossflow demo --quick --out /tmp/d  # reduced sizes, seconds
 """
 
+BENCH_EXAMPLES = """\
+examples:
+  bossflow bench                                          # all searches, both mixtures, NFE 2..10
+  bossflow bench --methods uniform,bellman,global-dp --nfe 2,4
+  bossflow bench --models mypkg.flows:make_model --shape 3,32,32 --nfe 4 --out runs/bench
+"""
+
 
 def _int_list(text: str) -> list[int]:
+    """Comma-separated integers and ranges: ``2,4,6`` or ``2-10``."""
+    values: list[int] = []
     try:
-        values = [int(part) for part in text.replace(" ", "").split(",") if part]
+        for part in text.replace(" ", "").split(","):
+            if not part:
+                continue
+            low, sep, high = part.partition("-")
+            values += list(range(int(low), int(high) + 1)) if sep and low else [int(part)]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 2,4,6, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected integers such as 2,4,6 or 2-10, got {text!r}") from None
     if not values:
         raise argparse.ArgumentTypeError("expected at least one integer")
+    return values
+
+
+def _str_list(text: str) -> list[str]:
+    values = [part.strip() for part in text.split(",") if part.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one name")
     return values
 
 
@@ -110,15 +130,39 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser(
         "demo",
-        help="compare schedules on the exact mixture flows and write a report",
-        description="Run uniform, EDM, time-shift and Bellman schedules on the exact 2-D and 64-D "
-        "Gaussian-mixture flows and report endpoint errors. Offline, CPU.",
+        help="compare every schedule search on the exact mixture flows and write a report",
+        description="Run uniform, EDM, time-shift, BOSS and the other searches on the exact 2-D and "
+        "64-D Gaussian-mixture flows for NFE 2..10 and report endpoint errors and W2 distances. Offline, CPU.",
         epilog=DEMO_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     d.add_argument("--out", default="bossflow-demo", help="output folder (default: bossflow-demo)")
     d.add_argument("--quick", action="store_true", help="reduced sizes (for tests)")
     d.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    from .search import SEARCHES
+
+    b = sub.add_parser(
+        "bench",
+        help="run schedule searches side by side on any models",
+        description="Run every schedule search (or those given) on each model, score every schedule on fresh "
+        "noises (endpoint RMSE against a dopri5 reference, W2 to data) and report search time and model "
+        "evaluations. Writes bench.md, bench.json and bench.csv.",
+        epilog=BENCH_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    b.add_argument("--models", type=_str_list, default=["gmm-2d", "gmm-64d"], metavar="M[,M...]",
+                   help="presets or module:attribute specs (default: gmm-2d,gmm-64d)")
+    b.add_argument("--methods", type=_str_list, default=list(SEARCHES), metavar="NAME[,NAME...]",
+                   help=f"searches to run (default: all: {','.join(SEARCHES)})")
+    b.add_argument("--nfe", type=_int_list, default=list(range(2, 11)), metavar="K[,K...]", help="budgets (default: 2..10)")
+    b.add_argument("--grid-steps", type=_positive_int, default=100, metavar="N", help="base grid intervals (default: 100)")
+    b.add_argument("--search-samples", type=_positive_int, default=256, metavar="B", help="search noises (default: 256)")
+    b.add_argument("--eval-samples", type=_positive_int, default=1000, metavar="B", help="evaluation noises (default: 1000)")
+    b.add_argument("--seed", type=_non_negative_int, default=0, help="search seed; evaluation uses seed + 1 (default: 0)")
+    b.add_argument("--shape", type=_int_list, metavar="D[,D...]", help="sample shape for models without sample_shape")
+    b.add_argument("--out", default="bossflow-bench", help="output folder (default: bossflow-bench)")
+    b.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 
@@ -199,16 +243,35 @@ def cmd_schedule(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import DemoConfig, format_report, run_demo
+    from .bench import format_bench
+    from .demo import run_demo
 
-    config = DemoConfig.quick() if args.quick else DemoConfig()
-    report = run_demo(args.out, config, progress=not args.quiet)
-    print(format_report(report))
-    print(f"wrote {args.out}/report.md, report.json and schedule files")
+    report = run_demo(args.out, quick=args.quick, progress=not args.quiet)
+    print(format_bench(report).replace("# bossflow bench", "# bossflow demo", 1))
+    print(f"wrote {args.out}/report.md, report.json and report.csv")
     return 0
 
 
-COMMANDS = {"schedule": cmd_schedule, "demo": cmd_demo}
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import BenchConfig, format_bench, run_bench
+
+    config = BenchConfig(
+        models=tuple(args.models),
+        methods=tuple(args.methods),
+        nfes=tuple(sorted(set(args.nfe))),
+        grid_steps=args.grid_steps,
+        search_samples=args.search_samples,
+        eval_samples=args.eval_samples,
+        seed=args.seed,
+        shape=tuple(args.shape) if args.shape else None,
+    )
+    report = run_bench(config, out_dir=args.out, progress=not args.quiet)
+    print(format_bench(report))
+    print(f"wrote {args.out}/bench.md, bench.json and bench.csv")
+    return 0
+
+
+COMMANDS = {"schedule": cmd_schedule, "demo": cmd_demo, "bench": cmd_bench}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

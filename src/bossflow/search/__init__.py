@@ -22,6 +22,7 @@ from ..bellman import bellman_schedules
 from ..cost import cost_matrix
 from ..errors import BossflowError
 from ..schedules import SCHEDULE_FAMILIES, Schedule
+from ..solvers import euler
 from .global_dp import global_error_paths, global_error_schedules
 
 SearchFunction = Callable[..., dict[int, Schedule]]
@@ -67,6 +68,20 @@ SEARCHES: dict[str, SearchFunction] = {
 }
 
 
+def sample_with(model: Callable[..., Tensor], x0: Tensor, schedule: Schedule, *, cond: dict | None = None) -> Tensor:
+    """Sample along ``schedule`` with the solver it was made for.
+
+    Schedules from OLSS-style search carry their own linear update (meta key ``"olss"``) and
+    are solved by :func:`bossflow.search.olss.olss_solve`; every other schedule by Euler
+    (honouring its evaluation times). K NFE either way.
+    """
+    if "olss" in schedule.meta:
+        from .olss import olss_solve
+
+        return olss_solve(model, x0, schedule, cond=cond)
+    return euler(model, x0, schedule, cond=cond)
+
+
 def search(
     model: Callable[..., Tensor],
     nfe: int,
@@ -97,4 +112,4 @@ def search(
     return SEARCHES[method](model, noise, grid, [nfe], **options)[nfe]
 
 
-__all__ = ["SEARCHES", "boss_schedules", "global_error_paths", "global_error_schedules", "search"]
+__all__ = ["SEARCHES", "boss_schedules", "global_error_paths", "global_error_schedules", "sample_with", "search"]

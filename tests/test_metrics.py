@@ -20,7 +20,7 @@ def test_exact_w2_of_a_translation_is_its_length():
     shift = torch.tensor([0.3, -0.4, 1.2], dtype=torch.float64)
     # translating a cloud moves every point by the same vector: the identity plan is optimal
     assert wasserstein2(x + shift, x) == pytest.approx(float(shift.norm()), rel=1e-9)
-    assert wasserstein2(x, x) == pytest.approx(0.0, abs=1e-12)
+    assert wasserstein2(x, x) == pytest.approx(0.0, abs=1e-6)  # sqrt of a rounding-level cost
 
 
 def test_w2_between_gaussian_samples_approaches_the_closed_form():

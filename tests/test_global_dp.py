@@ -214,4 +214,5 @@ def test_non_finite_model_is_reported():
 
 def test_public_names_import():
     for name in search.__all__:
-        assert callable(getattr(search, name))
+        assert getattr(search, name) is not None
+    assert all(callable(fn) for fn in search.SEARCHES.values())

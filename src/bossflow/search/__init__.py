@@ -23,6 +23,8 @@ from ..cost import cost_matrix
 from ..errors import BossflowError
 from ..schedules import SCHEDULE_FAMILIES, Schedule
 from ..solvers import euler
+from .ays import ays_schedules
+from .gits import gits_schedules
 from .global_dp import global_error_paths, global_error_schedules
 
 SearchFunction = Callable[..., dict[int, Schedule]]
@@ -65,6 +67,8 @@ SEARCHES: dict[str, SearchFunction] = {
     "shift": _family("shift"),
     "bellman": boss_schedules,
     "global-dp": global_error_schedules,
+    "gits": gits_schedules,
+    "ays": ays_schedules,
 }
 
 
@@ -112,4 +116,13 @@ def search(
     return SEARCHES[method](model, noise, grid, [nfe], **options)[nfe]
 
 
-__all__ = ["SEARCHES", "boss_schedules", "global_error_paths", "global_error_schedules", "sample_with", "search"]
+__all__ = [
+    "SEARCHES",
+    "ays_schedules",
+    "boss_schedules",
+    "gits_schedules",
+    "global_error_paths",
+    "global_error_schedules",
+    "sample_with",
+    "search",
+]

@@ -24,8 +24,10 @@ from ..errors import BossflowError
 from ..schedules import SCHEDULE_FAMILIES, Schedule
 from ..solvers import euler
 from .ays import ays_schedules
+from .evolution import evolution_schedules
 from .gits import gits_schedules
 from .global_dp import global_error_paths, global_error_schedules
+from .olss import olss_schedules, olss_solve
 
 SearchFunction = Callable[..., dict[int, Schedule]]
 
@@ -69,6 +71,8 @@ SEARCHES: dict[str, SearchFunction] = {
     "global-dp": global_error_schedules,
     "gits": gits_schedules,
     "ays": ays_schedules,
+    "evolution": evolution_schedules,
+    "olss": olss_schedules,
 }
 
 
@@ -80,8 +84,6 @@ def sample_with(model: Callable[..., Tensor], x0: Tensor, schedule: Schedule, *,
     (honouring its evaluation times). K NFE either way.
     """
     if "olss" in schedule.meta:
-        from .olss import olss_solve
-
         return olss_solve(model, x0, schedule, cond=cond)
     return euler(model, x0, schedule, cond=cond)
 
@@ -120,9 +122,12 @@ __all__ = [
     "SEARCHES",
     "ays_schedules",
     "boss_schedules",
+    "evolution_schedules",
     "gits_schedules",
     "global_error_paths",
     "global_error_schedules",
+    "olss_schedules",
+    "olss_solve",
     "sample_with",
     "search",
 ]

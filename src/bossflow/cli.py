@@ -23,9 +23,10 @@ examples:
 The printed cost is the Bellman path cost (sum of one-step errors per dimension) for
 bellman, and the endpoint MSE per dimension against the fine trajectory for global-dp.
 
-A model is a preset (gmm-2d, gmm-64d) or module:attribute / path/to/file.py:attribute
-naming a velocity model model(x, t) -> v (t = 0 noise, t = 1 data), or a zero-argument
-factory returning one.
+A model is a preset (gmm-2d, gmm-64d: exact mixture flows), a shipped teacher (digits,
+gmm-2d-teacher), a model directory written by `bossflow teacher`, or module:attribute /
+path/to/file.py:attribute naming a velocity model model(x, t) -> v (t = 0 noise, t = 1
+data) or a zero-argument factory returning one.
 """
 
 DEMO_EXAMPLES = """\
@@ -100,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=SCHEDULE_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--model", required=True, help="preset name or module:attribute (see below)")
+    p.add_argument("--model", required=True, help="preset, shipped teacher, model directory or module:attribute (see below)")
     p.add_argument("--nfe", type=_int_list, default=[2, 4, 6, 8], metavar="K[,K...]", help="step budgets (default: 2,4,6,8)")
     p.add_argument("--out", help="write the schedules to this JSON file")
     p.add_argument(
@@ -163,6 +164,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--shape", type=_int_list, metavar="D[,D...]", help="sample shape for models without sample_shape")
     b.add_argument("--out", default="bossflow-bench", help="output folder (default: bossflow-bench)")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    from .teachers import add_teacher_parser
+
+    add_teacher_parser(sub)
     return parser
 
 
@@ -225,7 +230,6 @@ def cmd_schedule(args: argparse.Namespace) -> int:
                 substeps=args.substeps,
                 reference=args.reference,
                 checkpoint=args.cache,
-                model_id=loaded.model_id,
                 progress=not args.quiet,
             )
             provenance.update(samples=args.samples, substeps=args.substeps, reference=args.reference)
@@ -271,7 +275,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"schedule": cmd_schedule, "demo": cmd_demo, "bench": cmd_bench}
+def cmd_teacher(args: argparse.Namespace) -> int:
+    from .teachers import cmd_teacher as run_teacher
+
+    return run_teacher(args)
+
+
+COMMANDS = {"schedule": cmd_schedule, "demo": cmd_demo, "bench": cmd_bench, "teacher": cmd_teacher}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

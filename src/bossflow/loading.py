@@ -34,7 +34,8 @@ def _import_target(spec: str) -> Any:
     module_name, _, attr = spec.rpartition(":")
     if not module_name or not attr:
         raise ModelSpecError(
-            f"model {spec!r} is neither a preset ({', '.join(PRESETS)}) nor of the form module:attribute."
+            f"model {spec!r} is neither a preset ({', '.join(PRESETS)}), a shipped teacher, a model directory, "
+            "nor of the form module:attribute."
         )
     if module_name.endswith(".py"):
         path = Path(module_name)
@@ -69,7 +70,9 @@ def load_model(spec: str) -> LoadedModel:
 
     Accepted forms:
 
-    * a preset name: ``gmm-2d``, ``gmm-64d``;
+    * a preset name: ``gmm-2d``, ``gmm-64d`` (exact mixture flows);
+    * a shipped trained teacher (``digits``, ``gmm-2d-teacher``) or a model directory
+      (``config.json`` + ``model.safetensors``, as written by ``bossflow teacher``);
     * ``package.module:attribute`` or ``path/to/file.py:attribute``, where the attribute is an
       ``nn.Module`` or callable velocity model, or a zero-argument factory (function or
       class) returning one. A factory is a class, or a function whose parameters all have
@@ -83,6 +86,12 @@ def load_model(spec: str) -> LoadedModel:
     spec = spec.strip()
     if spec in PRESETS:
         model = PRESETS[spec]()
+        return LoadedModel(model, spec, tuple(model.sample_shape))
+    from .checkpoints import load_model_dir, resolve_model_dir
+
+    model_dir = resolve_model_dir(spec)
+    if model_dir is not None:
+        model, _config = load_model_dir(model_dir)
         return LoadedModel(model, spec, tuple(model.sample_shape))
     obj = _import_target(spec)
     model = obj

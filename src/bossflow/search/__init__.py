@@ -28,6 +28,7 @@ from .evolution import evolution_schedules
 from .gits import gits_schedules
 from .global_dp import global_error_paths, global_error_schedules
 from .olss import olss_schedules, olss_solve
+from .refine import refine_schedule, refined_schedules
 
 SearchFunction = Callable[..., dict[int, Schedule]]
 
@@ -73,6 +74,7 @@ SEARCHES: dict[str, SearchFunction] = {
     "ays": ays_schedules,
     "evolution": evolution_schedules,
     "olss": olss_schedules,
+    "refined": refined_schedules,
 }
 
 
@@ -128,6 +130,8 @@ __all__ = [
     "global_error_schedules",
     "olss_schedules",
     "olss_solve",
+    "refine_schedule",
+    "refined_schedules",
     "sample_with",
     "search",
 ]

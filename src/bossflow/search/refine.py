@@ -1,0 +1,453 @@
+"""Continuous refinement of Euler step times and per-step evaluation times by gradient descent.
+
+After LD3 (Tong et al., "Learning to Discretize Denoising Diffusion ODEs", arXiv
+2405.15506, 2024), which fits the time discretisation of a few-step sampler by
+back-propagating the distance between its samples and the teacher's, through the sampler
+and the frozen model, with evaluation times free to move away from the step times; and
+OSS (Pei et al., "Optimal Stepsize for Diffusion Sampling", arXiv 2503.21774, 2025), whose
+search may make its first evaluation late on the raw noise, here ``s_0 > t_0 = 0``.
+
+Setting (bossflow's convention: ``t = 0`` noise, ``t = 1`` data). A K-step Euler schedule
+with step times ``0 = t_0 < ... < t_K = 1`` and evaluation times ``s_k`` maps a noise
+``x_0`` to
+
+    x_{k+1} = x_k + (t_{k+1} - t_k) v(x_k, s_k),
+
+and we minimise its endpoint error against the teacher's endpoints ``y`` of the same
+noises, ``L = mean_{b,d} (x_K - y)^2`` (per dimension, averaged over the search noises).
+
+Parametrisation (unconstrained parameters, valid schedules by construction):
+
+* step sizes ``h = softmax(a)`` of K logits ``a``; ``t_k = h_0 + ... + h_{k-1}`` for
+  ``0 < k < K``, ``t_0 = 0`` and ``t_K = 1`` exactly (the last step is ``1 - t_{K-1}``).
+  Times are strictly increasing unless a step underflows; such an iterate is never returned.
+* evaluation times ``s_k = t_k + tanh(b_k) (1 - t_k)`` for ``b_k >= 0`` and
+  ``s_k = t_k + tanh(b_k) t_k`` for ``b_k < 0``: each evaluation time may move anywhere in
+  ``[0, 1]`` (as in LD3), stays there, equals ``t_k`` at ``b_k = 0``, and follows its step
+  time when that moves. At ``t_0 = 0`` only a late start ``s_0 > 0`` is possible.
+
+Search. The objective has many local minima once evaluation times are free (on the 2-D
+mixture a late first evaluation, ``s_0`` near 1, is a different basin from ``s_0 = t_0``),
+so the search is a small deterministic multi-start: every start given, plus, with
+evaluation times, a copy of it with ``s_0 = c`` for each ``c`` in ``late_starts``. Each
+candidate gets ``screen_steps`` L-BFGS evaluations (skipped when there is one candidate);
+the best point seen continues for ``steps`` more. The best iterate seen is kept, and the
+result is checked with :func:`bossflow.euler` against every start: it is never worse on
+the search noises. L-BFGS (strong-Wolfe line search) was chosen over Adam by measurement:
+from uniform starts with evaluation times, 256 noises and 200 evaluations, it reached a
+search-set RMSE of 0.0036 (2-D mixture, K = 8) and 0.0072 (64-D, K = 8) where the best
+Adam learning rate of 0.01, 0.03, 0.1 and 0.3 reached 0.0074 and 0.0111.
+
+Cost, in model rows (one row = one sample through the model), for B noises, K steps and
+E loss evaluations (about ``candidates * screen_steps + steps``, fewer when L-BFGS
+converges): ``E K B`` forward and ``E K B`` backward rows (a backward row costs about one
+to two forward rows), plus one check rollout of ``K B`` rows per start and one for the
+result, plus the teacher (``bossflow.reference_solve``, adaptive: about 120-150 rows per
+noise on the mixtures) when ``target`` is not given.
+
+What is simplified, compared with LD3: plain endpoint MSE (no slack relaxation, no
+LPIPS), full-batch deterministic L-BFGS for a fixed number of evaluations instead of
+stochastic mini-batches over epochs, the teacher is a high-accuracy ODE solution rather
+than a many-step sampler, and only Euler steps are refined. With few search noises and
+free evaluation times the fit can overfit: on the 64-D mixture with 256 noises the
+search-set RMSE falls far below the held-out RMSE (rare samples that commit to the wrong
+component dominate the latter); more search noises close that gap.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..errors import BossflowError, ScheduleError
+from ..noise import validate_noise
+from ..schedules import Schedule
+from ..solvers import NFECounter, euler, reference_solve
+from .global_dp import _rows_cond
+
+
+def schedule_from_params(logits: Tensor, offsets: Tensor | None) -> tuple[Tensor, Tensor]:
+    """Step times and evaluation times from unconstrained parameters (see the module docstring).
+
+    Args:
+        logits: ``(K,)`` float64 step-size logits.
+        offsets: ``(K,)`` float64 evaluation-time parameters, or ``None`` for ``s_k = t_k``.
+
+    Returns:
+        ``(times (K + 1,), eval_times (K,))``, float64, differentiable in both inputs.
+
+    Example:
+        >>> t, s = schedule_from_params(torch.zeros(2, dtype=torch.float64), torch.zeros(2, dtype=torch.float64))
+        >>> t.tolist(), s.tolist()
+        ([0.0, 0.5, 1.0], [0.0, 0.5])
+    """
+    inner = torch.cumsum(torch.softmax(logits, dim=0), dim=0)[:-1]
+    one = torch.ones(1, dtype=logits.dtype, device=logits.device)
+    times = torch.cat([torch.zeros_like(one), inner, one])
+    starts = times[:-1]
+    if offsets is None:
+        return times, starts
+    r = torch.tanh(offsets)
+    room = torch.where(r >= 0, 1.0 - starts, starts)
+    return times, (starts + r * room).clamp(0.0, 1.0)
+
+
+def params_from_schedule(times: np.ndarray, eval_times: np.ndarray) -> tuple[Tensor, Tensor]:
+    """Inverse of :func:`schedule_from_params` up to rounding: ``(logits (K,), offsets (K,))``, float64.
+
+    An evaluation time at the very edge of its room (``s_k = 1``, or ``s_k = 0`` with
+    ``t_k > 0``) maps to a large but finite offset.
+    """
+    times = np.asarray(times, dtype=np.float64)
+    eval_times = np.asarray(eval_times, dtype=np.float64)
+    logits = torch.from_numpy(np.log(np.diff(times)))
+    starts = times[:-1]
+    delta = eval_times - starts
+    room = np.where(delta >= 0, 1.0 - starts, starts)
+    ratio = np.divide(delta, room, out=np.zeros_like(delta), where=room > 0)
+    return logits, torch.from_numpy(np.arctanh(np.clip(ratio, -1.0 + 1e-12, 1.0 - 1e-12)))
+
+
+@dataclass
+class _Problem:
+    """The search-set objective: the counted model, chunks of noises and targets, backward rows spent."""
+
+    model: NFECounter
+    noise: Tensor
+    target: Tensor
+    cond: dict
+    rows: int
+    backward_rows: int = 0
+
+    def __post_init__(self) -> None:
+        n = self.noise.shape[0]
+        self.chunks = [(a, min(a + self.rows, n)) for a in range(0, n, self.rows)]
+        self.chunk_cond = [(_rows_cond(self.cond, torch.arange(a, b), n) if self.cond else {}) for a, b in self.chunks]
+        self.scale = 1.0 / self.noise.numel()
+
+    def loss_and_grad(self, params: list[Tensor], with_offsets: bool) -> tuple[float, list[Tensor]]:
+        """Search-set loss at ``params`` and its gradient, summed over chunks (fixed order)."""
+        grads = [torch.zeros_like(p) for p in params]
+        total = 0.0
+        for (a, b), kw in zip(self.chunks, self.chunk_cond):
+            with torch.enable_grad():
+                times, evals = schedule_from_params(params[0], params[1] if with_offsets else None)
+                x = self.noise[a:b]
+                for k in range(times.numel() - 1):
+                    t_model = evals[k].to(x.dtype).expand(x.shape[0])
+                    v = self.model(x, t_model, **kw)
+                    if x.requires_grad and not v.requires_grad:  # a t-independent model is fine, a detached one is not
+                        raise BossflowError(
+                            "the model's output does not depend differentiably on its input; "
+                            "refinement needs a model torch autograd can differentiate."
+                        )
+                    # Euler step.
+                    x = x + (times[k + 1] - times[k]).to(x.dtype) * v
+                diff = x.to(torch.float64) - self.target[a:b].to(torch.float64)
+                loss = diff.pow(2).sum() * self.scale
+            # No parameter reaches the loss only for K = 1 without evaluation times: nothing to fit.
+            if loss.requires_grad:
+                part = torch.autograd.grad(loss, params, allow_unused=True)
+                self.backward_rows += (b - a) * (times.numel() - 1)
+            else:
+                part = [None] * len(params)
+            for g, p in zip(grads, part):
+                if p is not None:
+                    g += p
+            total += float(loss.detach())
+        return total, grads
+
+    def exact_loss(self, schedule: Schedule) -> float:
+        """Endpoint MSE of :func:`bossflow.euler` along ``schedule``: the number a user measures."""
+        total = 0.0
+        for (a, b), kw in zip(self.chunks, self.chunk_cond):
+            x = euler(self.model, self.noise[a:b], schedule, cond=kw)
+            total += float((x.to(torch.float64) - self.target[a:b].to(torch.float64)).pow(2).sum())
+        return total * self.scale
+
+
+def _lbfgs(
+    problem: _Problem, params: list[Tensor], steps: int, lr: float, with_offsets: bool, tick: Callable[[], None]
+) -> tuple[float, list[Tensor] | None, int]:
+    """Run L-BFGS for ``steps`` evaluations; return ``(best loss, best params, evaluations)``.
+
+    Torch's L-BFGS checks its evaluation budget between line searches, so a run may end a few
+    evaluations past ``steps``; it ends earlier when the loss stops changing.
+    """
+    params = [p.detach().clone().requires_grad_(True) for p in params]
+    best: dict[str, Any] = {"loss": math.inf, "params": None}
+    evaluations = 0
+    opt = torch.optim.LBFGS(
+        params,
+        lr=lr,
+        max_iter=steps,
+        max_eval=steps,
+        history_size=20,
+        tolerance_grad=1e-12,
+        tolerance_change=1e-14,
+        line_search_fn="strong_wolfe",
+    )
+
+    def closure() -> Tensor:
+        nonlocal evaluations
+        evaluations += 1
+        tick()
+        loss, grads = problem.loss_and_grad(params, with_offsets)
+        for p, g in zip(params, grads):
+            p.grad = g
+        if math.isfinite(loss) and loss < best["loss"]:
+            best["loss"], best["params"] = loss, [p.detach().clone() for p in params]
+        return torch.tensor(loss, dtype=torch.float64)
+
+    opt.step(closure)
+    return best["loss"], best["params"], evaluations
+
+
+def _check_count(value: Any, what: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise BossflowError(f"{what} must be an integer >= {minimum}, got {value!r}.")
+    return int(value)
+
+
+def _as_starts(schedule: Any) -> list[Schedule]:
+    if isinstance(schedule, Schedule):
+        return [schedule]
+    if isinstance(schedule, (list, tuple)) and schedule and all(isinstance(s, Schedule) for s in schedule):
+        starts = list(schedule)
+        if len({s.nfe for s in starts}) != 1:
+            raise ScheduleError(
+                f"all start schedules must have the same number of steps, got NFE {[s.nfe for s in starts]}."
+            )
+        return starts
+    return [Schedule(schedule, method="custom")]
+
+
+def refine_schedule(
+    model: Callable[..., Tensor],
+    noise: Tensor,
+    schedule: Schedule | Sequence[Schedule] | Any,
+    *,
+    target: Tensor | None = None,
+    eval_times: bool = True,
+    steps: int = 200,
+    screen_steps: int = 50,
+    late_starts: Sequence[float] = (0.9,),
+    lr: float = 1.0,
+    cond: dict | None = None,
+    batch_size: int | None = None,
+    progress: bool = False,
+) -> Schedule:
+    """Refine a K-step Euler schedule by L-BFGS on its endpoint error (LD3-style, with OSS's late start).
+
+    See the module docstring for the objective, the parametrisation, the multi-start, the
+    cost and what is simplified. Deterministic: every evaluation uses the whole search set
+    (in fixed chunks of ``batch_size`` rows whose gradients are summed) and nothing is
+    random, so the same inputs give the same schedule.
+
+    Args:
+        model: velocity model ``model(x, t, **cond)``, ``t`` of shape ``(B,)``, 0 = noise, 1 = data;
+            it must be differentiable in ``x`` and ``t``. Its parameters get no gradients.
+        noise: ``(B, *shape)`` search noises at ``t = 0``; the rollout runs in their dtype
+            (float64 noise: float64 throughout), the loss in float64, the schedule parameters in float64.
+        schedule: the start: a :class:`Schedule` (uniform, Bellman, global-DP, ...), K + 1 times,
+            or a list of K-step Schedules to start from each (the best is continued).
+        target: ``(B, *shape)`` teacher endpoints of ``noise``. Default
+            ``bossflow.reference_solve(model, noise)`` (dopri5, rtol = atol = 1e-6); pass it to
+            reuse one teacher solve across budgets or to fit another teacher.
+        eval_times: also fit per-step evaluation times ``s_k``; ``False`` keeps ``s_k = t_k``.
+        steps: L-BFGS loss-and-gradient evaluations for the final run (each K forward and
+            K backward passes over the B noises).
+        screen_steps: evaluations given to each candidate before the best is continued; unused
+            when there is a single candidate.
+        late_starts: with ``eval_times``, extra candidates: each start with its first evaluation
+            time set to each of these values (OSS's late start). Values in [0, 1]; ``()`` for none.
+        lr: L-BFGS initial step length in parameter space.
+        cond: conditioning for every model call; tensors whose first dimension is B follow their samples.
+        batch_size: rows per forward/backward pass (default B); the result does not depend
+            on it beyond floating-point rounding.
+        progress: show a tqdm progress bar over loss evaluations.
+
+    Returns:
+        :class:`Schedule` with the refined ``times`` and ``eval_times`` (``None`` when
+        ``eval_times=False``), and meta: ``method="refined"``; ``start`` (method of the start
+        the result came from) and ``late_start`` (its ``s_0`` when a late-start candidate won,
+        else ``None``); ``improved`` (``False`` when no refined point beat the best start, which
+        is then returned as is); ``start_loss`` (the best start's endpoint MSE) and ``loss``
+        (the result's), both per dimension on the search noises, measured with
+        :func:`bossflow.euler`; ``steps``, ``screen_steps``, ``candidates``, ``evaluations``,
+        ``samples``; ``model_calls`` and ``model_rows`` (forward, counted with
+        :class:`bossflow.NFECounter`, checks and teacher included), ``backward_rows`` (rows
+        back-propagated through the model) and ``teacher_rows`` (0 when ``target`` is given).
+
+    Raises:
+        BossflowError: bad noise, target, steps, lr or late starts, or a model autograd cannot differentiate.
+        ScheduleError: a malformed start, starts of different lengths, or a start with evaluation
+            times when ``eval_times=False``.
+
+    Example:
+        >>> import torch, bossflow as bf
+        >>> model = bf.GaussianMixtureFlow(torch.tensor([[2.0, 0.0], [-2.0, 0.0]]), std=0.3)
+        >>> noise = bf.gaussian_noise(32, (2,), seed=0, dtype=torch.float64)
+        >>> s = refine_schedule(model, noise, bf.uniform_schedule(2), steps=20, screen_steps=10)
+        >>> s.nfe, s.meta["loss"] <= s.meta["start_loss"]
+        (2, True)
+    """
+    noise = validate_noise(noise)
+    steps = _check_count(steps, "steps", 1)
+    screen_steps = _check_count(screen_steps, "screen_steps", 1)
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (math.isfinite(lr) and lr > 0):
+        raise BossflowError(f"lr must be a positive number, got {lr!r}.")
+    try:
+        late = [float(c) for c in late_starts]
+    except (TypeError, ValueError):
+        raise BossflowError(f"late_starts must be a list of times in [0, 1], got {late_starts!r}.") from None
+    if not all(0.0 <= c <= 1.0 for c in late):
+        raise BossflowError(f"late_starts must be times in [0, 1], got {late!r}.")
+    n_samples = int(noise.shape[0])
+    rows = n_samples if batch_size is None else _check_count(batch_size, "batch_size", 1)
+    starts = _as_starts(schedule)
+    if not eval_times and any(s.has_eval_times for s in starts):
+        raise ScheduleError(
+            "a start schedule carries evaluation times but eval_times=False; pass eval_times=True "
+            "or starts without evaluation times."
+        )
+    if target is not None and (not isinstance(target, Tensor) or tuple(target.shape) != tuple(noise.shape)):
+        got = tuple(target.shape) if isinstance(target, Tensor) else type(target).__name__
+        raise BossflowError(
+            f"target must be a tensor shaped like noise {tuple(noise.shape)} "
+            f"(the teacher's endpoints of the same noises), got {got}."
+        )
+    cond = dict(cond or {})
+
+    counted = NFECounter(model)
+    if target is None:
+        target = reference_solve(counted, noise, cond=cond or None)
+    teacher_rows = counted.samples
+    problem = _Problem(counted, noise, target.detach().to(device=noise.device), cond, rows)
+
+    # Candidates: each start, and with evaluation times its late-start copies; duplicates dropped.
+    candidates: list[tuple[Schedule, float | None]] = []
+    seen: set[bytes] = set()
+    for s in starts:
+        variants = [(s.evaluation_times, None)]
+        if eval_times:
+            variants += [(np.concatenate([[c], s.evaluation_times[1:]]), c) for c in late]
+        for ev, c in variants:
+            key = s.times.tobytes() + np.asarray(ev, dtype=np.float64).tobytes()
+            if key not in seen:
+                seen.add(key)
+                candidates.append((Schedule(s.times, ev, **s.meta), c))
+
+    start_losses = [problem.exact_loss(s) for s in starts]
+    best_start = int(np.argmin(start_losses))
+
+    from tqdm.auto import tqdm
+
+    total_evals = steps + (screen_steps * len(candidates) if len(candidates) > 1 else 0)
+    evaluations = 0
+    with tqdm(total=total_evals, desc=f"refine K={starts[0].nfe}", unit="eval", disable=not progress) as bar:
+        tick = lambda: bar.update(1)  # noqa: E731
+        found: list[tuple[float, list[Tensor] | None, int]] = []
+        for cand, _ in candidates:
+            logits, offsets = params_from_schedule(cand.times, cand.evaluation_times)
+            params = [logits.to(noise.device), offsets.to(noise.device)]
+            if len(candidates) == 1:
+                found.append((math.inf, params, 0))
+            else:
+                loss, best, used = _lbfgs(problem, params, screen_steps, lr, eval_times, tick)
+                evaluations += used
+                found.append((loss, best if best is not None else params, len(found)))
+        winner = min(range(len(found)), key=lambda i: (found[i][0], i))
+        loss, best, used = _lbfgs(problem, found[winner][1], steps, lr, eval_times, tick)
+        evaluations += used
+        if best is None or (loss > found[winner][0]):
+            best = found[winner][1]
+
+    # Check the best point the way a user runs it, and never return worse than the best start.
+    result, result_loss, improved = starts[best_start], start_losses[best_start], False
+    with torch.no_grad():
+        times, evals = schedule_from_params(best[0], best[1] if eval_times else None)
+    t_np = times.cpu().numpy()
+    if np.all(np.diff(t_np) > 0):
+        refined = Schedule(t_np, np.clip(evals.cpu().numpy(), 0.0, 1.0) if eval_times else None)
+        refined_loss = problem.exact_loss(refined)
+        if refined_loss < result_loss:
+            result, result_loss, improved = refined, refined_loss, True
+    origin = candidates[winner] if improved else (starts[best_start], None)
+    return Schedule(
+        result.times,
+        result.evaluation_times if eval_times else None,
+        method="refined",
+        start=origin[0].meta.get("method", "custom"),
+        late_start=origin[1],
+        improved=improved,
+        start_loss=start_losses[best_start],
+        loss=result_loss,
+        steps=steps,
+        screen_steps=screen_steps,
+        candidates=len(candidates),
+        evaluations=evaluations,
+        samples=n_samples,
+        model_calls=counted.nfe,
+        model_rows=counted.samples,
+        backward_rows=problem.backward_rows,
+        teacher_rows=teacher_rows,
+    )
+
+
+def refined_schedules(
+    model: Callable[..., Tensor],
+    noise: Tensor,
+    grid: Any,
+    nfes: list[int],
+    *,
+    cond: dict | None = None,
+    provenance: dict | None = None,
+    starts: Sequence[str] = ("uniform", "bellman", "global-dp"),
+    eval_times: bool = True,
+    target: Tensor | None = None,
+    **options: Any,
+) -> dict[int, Schedule]:
+    """Our search: the best of several searched schedules, refined continuously (:func:`refine_schedule`).
+
+    The start searches (names in :data:`bossflow.search.SEARCHES`, Euler schedules only) run
+    once for all budgets on ``grid``; the teacher target (a dopri5 solution of ``noise``) is
+    computed once and shared by every budget.
+
+    Args:
+        model: velocity model ``model(x, t, **cond)``; 0 = noise, 1 = data.
+        noise: ``(B, *shape)`` search noises.
+        grid: ``(N + 1,)`` base grid for the start searches.
+        nfes: step budgets.
+        cond: conditioning for every model call.
+        provenance: metadata stored in every schedule.
+        starts: start searches; each budget's candidates are their schedules.
+        eval_times: also fit per-step evaluation times (the large gain at 2-4 NFE).
+        target: ``(B, *shape)`` teacher endpoints of ``noise``; default ``reference_solve``.
+        options: passed to :func:`refine_schedule` (``steps``, ``screen_steps``, ``late_starts``, ...).
+
+    Returns:
+        ``{nfe: Schedule}`` with ``method="refined"``.
+    """
+    from . import SEARCHES
+
+    unknown = [s for s in starts if s not in SEARCHES or s in ("refined", "olss")]
+    if unknown or not starts:
+        raise BossflowError(f"refinement starts must be Euler searches such as uniform, bellman, global-dp; got {list(starts)}.")
+    budgets = sorted({int(k) for k in nfes})
+    start_schedules = {name: SEARCHES[name](model, noise, grid, budgets, cond=cond) for name in starts}
+    if target is None:
+        target = reference_solve(model, noise, cond=cond)
+    out = {}
+    for k in budgets:
+        refined = refine_schedule(
+            model, noise, [start_schedules[name][k] for name in starts], target=target, eval_times=eval_times,
+            cond=cond, **options,
+        )
+        out[k] = refined.with_meta(**{**(provenance or {}), **refined.meta})
+    return out

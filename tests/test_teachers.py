@@ -15,7 +15,7 @@ from bossflow.checkpoints import load_model_dir, resolve_model_dir, round_weight
 from bossflow.data import eight_gaussians
 from bossflow.errors import BossflowError, FileFormatError, ModelSpecError
 from bossflow.metrics import wasserstein2
-from bossflow.models import TinyUNet, VelocityMLP, gmm_2d
+from bossflow.models import VelocityMLP, gmm_2d
 from bossflow.teachers import TEACHER_PRESETS, add_teacher_parser, cmd_teacher, train_teacher
 
 SMALL_MLP = {"dim": 2, "hidden": 32, "depth": 2, "time_dim": 8}

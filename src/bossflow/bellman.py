@@ -62,6 +62,49 @@ def check_budget(nfe: Any, n: int) -> int:
     return int(nfe)
 
 
+def least_cost_paths(
+    cost: np.ndarray, max_nfe: int, step_weights: Any = None
+) -> dict[int, tuple[np.ndarray, float]]:
+    """The DP itself, on a checked square float64 matrix: least ``sum_k w_k C[i_{k-1}, i_k]`` for every budget.
+
+    Entries on and below the diagonal are ignored; entries above it may be any finite
+    number or ``+inf`` (GITS's deviation costs can be negative). With ``step_weights``
+    ``(w_1, ..., w_max_nfe)`` the k-th step from the noise end is weighted by ``w_k``
+    (GITS's discount ``coeff^(k-1)``); the default weights every step by 1.
+
+    Returns:
+        ``{nfe: (indices, total)}`` for the budgets that have a finite-cost path.
+    """
+    n = cost.shape[0] - 1
+    weights = np.ones(max_nfe) if step_weights is None else np.asarray(step_weights, dtype=np.float64)
+    upper = np.triu(np.ones_like(cost, dtype=bool), k=1)
+    # c_t[j, i] = C[i, j]: rows contiguous for the reduction over predecessors i.
+    c_t = torch.from_numpy(np.where(upper, cost, np.inf).T.copy())
+    best = float(weights[0]) * c_t[:, 0]  # D_1[j] = w_1 C[0, j]
+    preds = torch.zeros((max_nfe + 1, n + 1), dtype=torch.int64)
+    totals = {1: float(best[n])}
+    for k in range(2, max_nfe + 1):
+        # Reaching j in k steps needs j >= k and a predecessor i >= k - 1. torch.min returns
+        # the first index among equal minima, as numpy's argmin does, and runs multi-threaded.
+        step = c_t[k:, k - 1 :] if weights[k - 1] == 1.0 else float(weights[k - 1]) * c_t[k:, k - 1 :]
+        values, arg = torch.min(step + best[None, k - 1 :], dim=1)
+        best = torch.full((n + 1,), torch.inf, dtype=torch.float64)
+        best[k:] = values
+        preds[k, k:] = arg + (k - 1)
+        totals[k] = float(best[n])
+    preds = preds.numpy()
+    out: dict[int, tuple[np.ndarray, float]] = {}
+    for k in range(1, max_nfe + 1):
+        if not np.isfinite(totals[k]):
+            continue
+        path = [n]
+        for step_k in range(k, 1, -1):
+            path.append(int(preds[step_k, path[-1]]))
+        path.append(0)
+        out[k] = (np.array(path[::-1], dtype=np.int64), totals[k])
+    return out
+
+
 def bellman_paths(cost: Any, max_nfe: int) -> dict[int, tuple[np.ndarray, float]]:
     """Least-cost paths from grid index 0 to N for every budget 1..``max_nfe``, from one DP.
 
@@ -86,32 +129,8 @@ def bellman_paths(cost: Any, max_nfe: int) -> dict[int, tuple[np.ndarray, float]
         {1: ([0, 3], 5.0), 2: ([0, 1, 3], 2.0), 3: ([0, 1, 2, 3], 3.0)}
     """
     c = validate_cost_matrix(cost)
-    n = c.shape[0] - 1
-    max_nfe = check_budget(max_nfe, n)
-    upper = np.triu(np.ones_like(c, dtype=bool), k=1)
-    # c_t[j, i] = C[i, j]: rows contiguous for the reduction over predecessors i.
-    c_t = torch.from_numpy(np.where(upper, c, np.inf).T.copy())
-    best = c_t[:, 0].clone()  # D_1[j] = C[0, j]
-    preds = torch.zeros((max_nfe + 1, n + 1), dtype=torch.int64)
-    totals = {1: float(best[n])}
-    for k in range(2, max_nfe + 1):
-        # Reaching j in k steps needs j >= k and a predecessor i >= k - 1. torch.min returns
-        # the first index among equal minima, as numpy's argmin does, and runs multi-threaded.
-        values, arg = torch.min(c_t[k:, k - 1 :] + best[None, k - 1 :], dim=1)
-        best = torch.full((n + 1,), torch.inf, dtype=torch.float64)
-        best[k:] = values
-        preds[k, k:] = arg + (k - 1)
-        totals[k] = float(best[n])
-    preds = preds.numpy()
-    out: dict[int, tuple[np.ndarray, float]] = {}
-    for k in range(1, max_nfe + 1):
-        if not np.isfinite(totals[k]):
-            continue
-        path = [n]
-        for step in range(k, 1, -1):
-            path.append(int(preds[step, path[-1]]))
-        path.append(0)
-        out[k] = (np.array(path[::-1], dtype=np.int64), totals[k])
+    max_nfe = check_budget(max_nfe, c.shape[0] - 1)
+    out = least_cost_paths(c, max_nfe)
     if not out:
         raise CostMatrixError(f"no path with at most {max_nfe} steps has finite cost; the matrix forbids too many jumps.")
     return out

@@ -23,7 +23,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -34,7 +34,7 @@ from .errors import BossflowError
 from .loading import load_model
 from .metrics import endpoint_rmse, wasserstein2
 from .noise import gaussian_noise
-from .schedules import Schedule, base_grid
+from .schedules import base_grid
 from .search import SEARCHES, sample_with
 from .solvers import NFECounter, reference_solve
 

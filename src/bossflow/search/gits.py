@@ -55,7 +55,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..bellman import check_budget
+from ..bellman import check_budget, least_cost_paths
 from ..cost import cost_matrix, finish_cost_matrix
 from ..errors import BossflowError, CostMatrixError
 from ..noise import validate_noise
@@ -233,27 +233,7 @@ def gits_paths(cost: Any, max_nfe: int, coeff: float = 1.0) -> dict[int, tuple[n
         raise CostMatrixError("the GITS cost matrix must be finite above the diagonal; recompute it.")
     max_nfe = check_budget(max_nfe, n)
     coeff = _check_coeff(coeff)
-    upper = np.triu(np.ones_like(c, dtype=bool), k=1)
-    c_t = torch.from_numpy(np.where(upper, c, np.inf).T.copy())  # c_t[j, i] = C[i, j]
-    best = c_t[:, 0].clone()  # D_1[j] = C[0, j]
-    preds = torch.zeros((max_nfe + 1, n + 1), dtype=torch.int64)
-    totals = {1: float(best[n])}
-    for k in range(2, max_nfe + 1):
-        weight = coeff ** (k - 1)
-        values, arg = torch.min(weight * c_t[k:, k - 1 :] + best[None, k - 1 :], dim=1)
-        best = torch.full((n + 1,), torch.inf, dtype=torch.float64)
-        best[k:] = values
-        preds[k, k:] = arg + (k - 1)
-        totals[k] = float(best[n])
-    preds = preds.numpy()
-    out: dict[int, tuple[np.ndarray, float]] = {}
-    for k in range(1, max_nfe + 1):
-        path = [n]
-        for step in range(k, 1, -1):
-            path.append(int(preds[step, path[-1]]))
-        path.append(0)
-        out[k] = (np.array(path[::-1], dtype=np.int64), totals[k])
-    return out
+    return least_cost_paths(c, max_nfe, step_weights=coeff ** np.arange(max_nfe))
 
 
 def gits_schedules(

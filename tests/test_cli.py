@@ -159,3 +159,14 @@ def test_bench_command(capsys, tmp_path, monkeypatch):
     assert code == 2 and "unknown method" in err
     code, _, err = run(capsys, "bench", "--nfe", "0", "--out", str(out), "--quiet")
     assert code == 2 and "every NFE" in err
+
+
+def test_model_failure_is_one_line_exit_1(capsys, monkeypatch):
+    monkeypatch.chdir(TESTS)
+    code, _, err = run(capsys, "schedule", "--model", "user_models:wrong_shape", "--shape", "3", "--samples", "4",
+                       "--grid-steps", "4", "--nfe", "2", "--quiet")
+    assert code == 1 and "BOSSFLOW_DEBUG" in err and len(err.strip().splitlines()) == 1
+    monkeypatch.setenv("BOSSFLOW_DEBUG", "1")
+    with pytest.raises(RuntimeError):
+        main(["schedule", "--model", "user_models:wrong_shape", "--shape", "3", "--samples", "4", "--grid-steps", "4",
+              "--nfe", "2", "--quiet"])

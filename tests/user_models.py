@@ -21,3 +21,8 @@ not_callable = 42
 
 def broken_factory():
     raise RuntimeError("weights missing")
+
+
+def wrong_shape(x, t):
+    """A broken model: its output does not match its input."""
+    return torch.zeros(x.shape[0], x.shape[1] + 1) + torch.ones(x.shape[0], 1) @ torch.ones(2, x.shape[1] + 1)

@@ -87,6 +87,15 @@ def _model_and_shape(spec: str, shape: tuple[int, ...] | None) -> tuple[Callable
     return loaded.model, sample_shape
 
 
+def model_dtype(model: Callable[..., Tensor]) -> torch.dtype:
+    """The dtype to run a model in: its parameters' (trained networks), else float64 (exact flows, functions)."""
+    if isinstance(model, torch.nn.Module):
+        params = list(model.parameters())
+        if params:
+            return params[0].dtype
+    return torch.float64
+
+
 def bench_model(
     name: str,
     model: Callable[..., Tensor],
@@ -101,13 +110,14 @@ def bench_model(
         solution's own ``{"rmse": 0, "w2": floor}`` for scale.
     """
     grid = base_grid("uniform", config.grid_steps)
-    search_noise = gaussian_noise(config.search_samples, shape, seed=config.seed, dtype=torch.float64)
-    eval_noise = gaussian_noise(config.eval_samples, shape, seed=config.seed + 1, dtype=torch.float64)
+    dtype = model_dtype(model)
+    search_noise = gaussian_noise(config.search_samples, shape, seed=config.seed, dtype=dtype)
+    eval_noise = gaussian_noise(config.eval_samples, shape, seed=config.seed + 1, dtype=dtype)
     reference = reference_solve(model, eval_noise, rtol=1e-8, atol=1e-8)
     if hasattr(model, "sample") and callable(model.sample):
         data = model.sample(config.eval_samples, generator=torch.Generator().manual_seed(config.seed + 2))
     else:
-        data = reference_solve(model, gaussian_noise(config.eval_samples, shape, seed=config.seed + 2, dtype=torch.float64))
+        data = reference_solve(model, gaussian_noise(config.eval_samples, shape, seed=config.seed + 2, dtype=dtype))
     floor = {"rmse": 0.0, "w2": wasserstein2(reference, data)}
     rows = []
     nfes = sorted(set(config.nfes))

@@ -6,6 +6,7 @@ Bad input prints one line ``bossflow: error: ...`` and exits with status 2.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Sequence
 
@@ -295,6 +296,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("bossflow: interrupted; finished batches are kept in --cache when one was given.", file=sys.stderr)
         return 130
+    except Exception as exc:  # a model or library failure: one line, the traceback on request
+        if os.environ.get("BOSSFLOW_DEBUG"):
+            raise
+        print(
+            f"bossflow: error: {type(exc).__name__}: {exc} (set BOSSFLOW_DEBUG=1 for the traceback)".replace("\n", " "),
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":

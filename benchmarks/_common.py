@@ -1,4 +1,5 @@
-"""Small helpers shared by the benchmark scripts: timing, Markdown tables, verdicts.
+"""Small helpers shared by the benchmark scripts: timing, Markdown tables, verdicts, and the
+exact-mixture setup (flows, noises, dopri5 references) of the schedule-search comparisons.
 
 Not a benchmark itself. The scripts import it as ``_common`` because Python puts the
 script's own folder (``benchmarks/``) first on ``sys.path``.
@@ -9,9 +10,12 @@ from __future__ import annotations
 import platform
 import statistics
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, NamedTuple, Sequence
 
 import torch
+
+import bossflow as bf
+from bossflow.models import gmm_2d, gmm_64d
 
 
 def time_once(fn: Callable[[], Any]) -> tuple[float, Any]:
@@ -64,18 +68,70 @@ def machine_line() -> str:
     )
 
 
-def apply_thread_option(description: str) -> None:
-    """Parse the scripts' one option, ``--threads N``, and apply it (default: torch's own thread count).
+def apply_thread_option(description: str, default: int | None = None) -> None:
+    """Parse the scripts' one option, ``--threads N``, and apply it (``default=None``: torch's own thread count).
 
     On a shared virtual machine a descheduled core can stall a multi-threaded kernel for a
-    whole time slice; ``--threads 1`` trades speed for steadier timings.
+    whole time slice; ``--threads 1`` trades speed for steadier timings, and the search
+    comparisons pass ``default=1``.
     """
     import argparse
 
+    note = "default: torch's choice" if default is None else f"default {default}"
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
+    parser.add_argument("--threads", type=int, default=default, help=f"torch intra-op threads ({note})")
     args = parser.parse_args()
     if args.threads is not None:
         if args.threads < 1:
             parser.error("--threads must be at least 1")
         torch.set_num_threads(args.threads)
+
+
+# The search comparisons (bench_global_dp, bench_peer_searches, bench_evolution_olss,
+# bench_refine) share one protocol on the exact mixture flows, in float64: schedules are
+# searched on noises of seed 0 and scored on fresh noises of seed 1 against dopri5 at
+# rtol = atol = 1e-8. ``exact_flow_cases`` builds it and ``search_header`` describes it.
+EXACT_FLOWS = {"gmm-2d": gmm_2d, "gmm-64d": gmm_64d}
+
+
+class FlowCase(NamedTuple):
+    """One exact flow of the search comparisons, with its search noises and held-out scoring set."""
+
+    name: str
+    model: bf.VelocityModel
+    noise: torch.Tensor  # search noises (seed 0)
+    z: torch.Tensor  # held-out noises (seed 1)
+    reference: torch.Tensor  # dopri5 endpoints of ``z`` (rtol = atol = 1e-8)
+
+
+def exact_flow_cases(search_samples: int, eval_samples: int) -> Iterator[FlowCase]:
+    """The exact mixture flows in turn (``gmm-2d``, ``gmm-64d``), each with ``search_samples`` search
+    noises, ``eval_samples`` held-out noises and the held-out dopri5 endpoints, all float64.
+    """
+    for name, make in EXACT_FLOWS.items():
+        model = make()
+        noise = bf.gaussian_noise(search_samples, (model.dim,), seed=0, dtype=torch.float64)
+        z = bf.gaussian_noise(eval_samples, (model.dim,), seed=1, dtype=torch.float64)
+        reference = bf.reference_solve(model, z, rtol=1e-8, atol=1e-8)
+        yield FlowCase(name, model, noise, z, reference)
+
+
+def search_header(
+    search_samples: int,
+    n_steps: int,
+    eval_samples: int,
+    *,
+    search_note: str = "",
+    score: str = "Euler endpoint RMSE",
+    score_note: str = "",
+) -> str:
+    """What the search comparisons print above their tables: ``machine_line()``, then the protocol of
+    ``exact_flow_cases`` on one line, then a blank line.
+
+    ``search_note`` is appended to the search clause, ``score_note`` to the scoring clause.
+    """
+    return (
+        f"{machine_line()}\n"
+        f"search: {search_samples} noises (seed 0), uniform base grid N = {n_steps}{search_note}; "
+        f"score: {score} on {eval_samples} noises (seed 1) vs dopri5 (rtol = atol = 1e-8){score_note}\n"
+    )

@@ -34,23 +34,17 @@ Command
 
 from __future__ import annotations
 
-import argparse
-
-import torch
-
 import bossflow as bf
-from bossflow.models import gmm_2d, gmm_64d
 from bossflow.search import boss_schedules, global_error_schedules
 from bossflow.search.evolution import evolution_schedules
 from bossflow.search.olss import olss_schedules, olss_solve
 
-from _common import fmt_seconds, machine_line, markdown_table, time_once
+from _common import apply_thread_option, exact_flow_cases, fmt_seconds, markdown_table, search_header, time_once
 
 N_STEPS = 100
 SEARCH_SAMPLES = 256
 EVAL_SAMPLES = 1000
 NFES = [2, 4, 6, 8]
-FLOWS = {"gmm-2d": gmm_2d, "gmm-64d": gmm_64d}
 
 EULER_METHODS = {
     "BOSS": lambda m, noise, grid: boss_schedules(m, noise, grid, NFES),
@@ -70,21 +64,15 @@ OLSS_METHODS = {
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
-    torch.set_num_threads(parser.parse_args().threads)
-    print(machine_line())
+    apply_thread_option(__doc__.splitlines()[0], default=1)
     print(
-        f"search: {SEARCH_SAMPLES} noises (seed 0), uniform base grid N = {N_STEPS}; score: endpoint RMSE on "
-        f"{EVAL_SAMPLES} noises (seed 1) vs dopri5 (rtol = atol = 1e-8); Euler, except OLSS (olss_solve)\n"
+        search_header(
+            SEARCH_SAMPLES, N_STEPS, EVAL_SAMPLES, score="endpoint RMSE", score_note="; Euler, except OLSS (olss_solve)"
+        )
     )
     grid = bf.uniform_schedule(N_STEPS).times
     main_rows, olss_rows, index_rows, cost_rows = [], [], [], []
-    for name, make in FLOWS.items():
-        model = make()
-        noise = bf.gaussian_noise(SEARCH_SAMPLES, (model.dim,), seed=0, dtype=torch.float64)
-        z = bf.gaussian_noise(EVAL_SAMPLES, (model.dim,), seed=1, dtype=torch.float64)
-        reference = bf.reference_solve(model, z, rtol=1e-8, atol=1e-8)
+    for name, model, noise, z, reference in exact_flow_cases(SEARCH_SAMPLES, EVAL_SAMPLES):
         floor = bf.endpoint_rmse(bf.fine_trajectory(model, z, grid).xs[-1], reference)
 
         found = {}

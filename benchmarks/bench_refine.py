@@ -37,25 +37,21 @@ Command
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import numpy as np
-import torch
 import tqdm.auto  # noqa: F401  (imported before timing: the refinement's progress bar imports it lazily)
 
 import bossflow as bf
-from bossflow.models import gmm_2d, gmm_64d
 from bossflow.search import global_error_paths
 from bossflow.search.refine import refine_schedule
 
-from _common import fmt_seconds, machine_line, markdown_table, time_once, verdict
+from _common import apply_thread_option, exact_flow_cases, fmt_seconds, markdown_table, search_header, time_once, verdict
 
 N_STEPS = 100
 SEARCH_SAMPLES = 256
 EVAL_SAMPLES = 1000
 NFES = (2, 4, 6, 8)
-FLOWS = {"gmm-2d": gmm_2d, "gmm-64d": gmm_64d}
 # Issue 8: the OSS authors' search code (32 search noises, median aggregation), same scoring.
 OSS_CODE = {"gmm-2d": {2: 0.280, 4: 0.132, 6: 0.106, 8: 0.083}, "gmm-64d": {2: 0.412, 4: 0.284, 6: 0.300, 8: 0.268}}
 ORACLE_RANDOM_STARTS = 2
@@ -80,24 +76,14 @@ def fmt_schedule(s: bf.Schedule) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
-    torch.set_num_threads(parser.parse_args().threads)
-    print(machine_line())
-    print(
-        f"search: {SEARCH_SAMPLES} noises (seed 0), uniform base grid N = {N_STEPS}; "
-        f"score: Euler endpoint RMSE on {EVAL_SAMPLES} noises (seed 1) vs dopri5 (rtol = atol = 1e-8)\n"
-    )
+    apply_thread_option(__doc__.splitlines()[0], default=1)
+    print(search_header(SEARCH_SAMPLES, N_STEPS, EVAL_SAMPLES))
     quality, oracle_rows, cost_rows, schedule_rows = [], [], [], []
     grid = bf.uniform_schedule(N_STEPS).times
     max_nfe = max(NFES)
     total_start = time.perf_counter()
-    for name, make in FLOWS.items():
-        model = make()
+    for name, model, noise, z, reference in exact_flow_cases(SEARCH_SAMPLES, EVAL_SAMPLES):
         counted = bf.NFECounter(model)
-        noise = bf.gaussian_noise(SEARCH_SAMPLES, (model.dim,), seed=0, dtype=torch.float64)
-        z = bf.gaussian_noise(EVAL_SAMPLES, (model.dim,), seed=1, dtype=torch.float64)
-        reference = bf.reference_solve(model, z, rtol=1e-8, atol=1e-8)
 
         def score(schedule) -> float:
             return bf.endpoint_rmse(bf.euler(model, z, schedule), reference)

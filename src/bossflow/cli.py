@@ -36,6 +36,27 @@ examples:
   bossflow demo --quick --out /tmp/d  # reduced sizes, seconds
 """
 
+EVALUATE_EXAMPLES = """\
+examples:
+  bossflow schedule --model gmm-2d --nfe 2,4,6 --out boss.json
+  bossflow evaluate --model gmm-2d --schedule boss.json --schedule uniform --nfe 2,4,6
+  bossflow evaluate --model digits --schedule boss-digits.json --samples 500 --out runs/eval
+  bossflow evaluate --model digits --schedule boss-digits.json \\
+      --inception inception.pt2 --ref-stats digits-inception.npz      # real FID, offline
+
+A --schedule is a file written by `bossflow schedule` (all its budgets, or those in --nfe)
+or a baseline family name (uniform, edm, shift; needs --nfe). Measures: endpoint RMSE
+against the dopri5 solution of the same noises; W2 (exact up to 2000 samples, else sliced)
+and MMD² (Gaussian kernel, median-heuristic bandwidth, biased estimate) to data (exact
+mixture samples for gmm-2d/gmm-64d, the real digits for the digits teacher); for digits,
+the Fréchet distance of the shipped digits classifier's features; NFE counted; wall time.
+
+FID needs two local files, since no Inception weights ship offline: --inception, a
+torch.export (.pt2) or TorchScript (.pt) module mapping (B, C, H, W) float32 images in
+[0, 1] to (B, F) features, and --ref-stats, an .npz with 'mu' (F,) and 'sigma' (F, F) of
+the real images' features under the same module.
+"""
+
 BENCH_EXAMPLES = """\
 examples:
   bossflow bench                                          # all searches, both mixtures, NFE 2..10
@@ -132,9 +153,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser(
         "demo",
-        help="compare every schedule search on the exact mixture flows and write a report",
-        description="Run uniform, EDM, time-shift, BOSS and the other searches on the exact 2-D and "
-        "64-D Gaussian-mixture flows for NFE 2..10 and report endpoint errors and W2 distances. Offline, CPU.",
+        help="compare every schedule search on the mixture flows and the digits teacher; write a report with figures",
+        description="Run uniform, EDM, time-shift, BOSS and the other searches on the exact 2-D and 64-D "
+        "Gaussian-mixture flows (NFE 2..10) and on the shipped digits teacher (a reduced set), and report endpoint "
+        "errors, W2, MMD² and the digits Fréchet distance, with figures (schedules, error vs NFE, cost matrices, "
+        "samples). Offline, CPU, a few minutes.",
         epilog=DEMO_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -165,6 +188,29 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--shape", type=_int_list, metavar="D[,D...]", help="sample shape for models without sample_shape")
     b.add_argument("--out", default="bossflow-bench", help="output folder (default: bossflow-bench)")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    e = sub.add_parser(
+        "evaluate",
+        help="measure schedules on a model: endpoint error, W2, MMD, digits Fréchet distance, NFE, time",
+        description="Sample a model along each schedule from the same noises and measure endpoint RMSE against the "
+        "dopri5 reference, distances to the data, NFE spent and wall time. Prints a Markdown table and writes "
+        "evaluate.md, evaluate.json and evaluate.csv.",
+        epilog=EVALUATE_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    e.add_argument("--model", required=True, help="preset, shipped teacher, model directory or module:attribute")
+    e.add_argument("--schedule", action="append", required=True, metavar="FILE",
+                   help="schedule file or family name (uniform, edm, shift); repeat for several")
+    e.add_argument("--nfe", type=_int_list, metavar="K[,K...]", help="budgets to keep (default: every one in each file)")
+    e.add_argument("--samples", type=_positive_int, default=1000, metavar="N", help="evaluation noises (default: 1000)")
+    e.add_argument("--seed", type=_non_negative_int, default=1,
+                   help="noise seed; data samples use seed + 1 (default: 1, fresh against `bossflow schedule`'s seed 0)")
+    e.add_argument("--batch-size", type=_positive_int, default=500, metavar="B", help="noises sampled at once (default: 500)")
+    e.add_argument("--shape", type=_int_list, metavar="D[,D...]", help="sample shape for models without sample_shape")
+    e.add_argument("--inception", metavar="PATH", help="FID feature extractor (.pt2 or TorchScript .pt); needs --ref-stats")
+    e.add_argument("--ref-stats", metavar="PATH", help="FID reference statistics .npz (mu, sigma); needs --inception")
+    e.add_argument("--out", default="bossflow-eval", help="output folder (default: bossflow-eval)")
+    e.add_argument("--quiet", action="store_true", help="no progress bar")
 
     from .teachers import add_teacher_parser
 
@@ -248,12 +294,17 @@ def cmd_schedule(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .bench import format_bench
-    from .demo import run_demo
+    from .demo import format_summary, run_demo
 
     report = run_demo(args.out, quick=args.quick, progress=not args.quiet)
-    print(format_bench(report).replace("# bossflow bench", "# bossflow demo", 1))
-    print(f"wrote {args.out}/report.md, report.json and report.csv")
+    models = ", ".join(report["floors"])
+    print(f"# bossflow demo: {models} ({report['seconds']:.0f} s)\n")
+    print("endpoint RMSE vs reference solution (lower is better, best per column in bold):\n")
+    print(format_summary(report, "rmse"))
+    print("\ndistance to data (W2 for the mixtures, digits Fréchet distance for digits):\n")
+    print(format_summary(report, "distance"))
+    figures = f" and {len(report['figures'])} figures" if report["figures"] else ""
+    print(f"\nwrote {args.out}/report.md, report.json, report.csv{figures}")
     return 0
 
 
@@ -276,13 +327,26 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate, format_evaluation
+
+    report = evaluate(
+        args.model, args.schedule, nfes=args.nfe, samples=args.samples, seed=args.seed, batch_size=args.batch_size,
+        inception=args.inception, ref_stats=args.ref_stats, out_dir=args.out,
+        shape=tuple(args.shape) if args.shape else None, progress=not args.quiet,
+    )
+    print(format_evaluation(report))
+    print(f"wrote {args.out}/evaluate.md, evaluate.json and evaluate.csv")
+    return 0
+
+
 def cmd_teacher(args: argparse.Namespace) -> int:
     from .teachers import cmd_teacher as run_teacher
 
     return run_teacher(args)
 
 
-COMMANDS = {"schedule": cmd_schedule, "demo": cmd_demo, "bench": cmd_bench, "teacher": cmd_teacher}
+COMMANDS = {"schedule": cmd_schedule, "demo": cmd_demo, "bench": cmd_bench, "evaluate": cmd_evaluate, "teacher": cmd_teacher}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

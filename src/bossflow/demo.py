@@ -1,34 +1,380 @@
-"""The demo: every schedule search on the exact mixture flows, measured against the truth.
+"""The demo: every schedule search on the exact mixture flows and the digits teacher, in numbers and pictures.
 
-On the preset flows ``gmm-2d`` and ``gmm-64d`` it runs :func:`bossflow.bench.run_bench`
-with every registered method (uniform, EDM, time shift, BOSS, and the searches beyond it)
-for NFE 2..10, and writes ``report.md``, ``report.json`` and ``report.csv``. Everything
-runs offline on CPU.
+For each model of the plan (``gmm-2d`` and ``gmm-64d``, the exact Gaussian-mixture flows,
+with every method of :data:`bossflow.search.SEARCHES` for NFE 2..10; the shipped ``digits``
+teacher with a reduced set of methods and budgets, to stay within a few CPU minutes):
+
+1. each search runs once for all budgets on ``search_samples`` noises (seed ``seed``);
+2. every schedule is scored by :class:`bossflow.evaluate.ScheduleEvaluator` on
+   ``eval_samples`` fresh noises (seed ``seed + 1``; data samples seed ``seed + 2``, the
+   same noises and data as ``bossflow bench``): endpoint RMSE against the dopri5
+   reference, W2 and MMD² to the data, the digits classifier's Fréchet distance for
+   digits, NFE counted and sampling time;
+3. figures: the schedules, error against NFE, the BOSS cost matrices with their Bellman
+   paths, 2-D scatter plots at NFE 2 and 4, and digits sample grids at NFE 2, 4 and 6
+   beside the teacher at 100 Euler steps.
+
+Writes ``report.md`` (tables and figures), ``report.json``, ``report.csv`` and the PNGs.
+Everything runs offline on CPU; matplotlib is needed for the figures only (without it the
+report says so and the numbers are still written).
 """
 
 from __future__ import annotations
 
+import importlib.util
+import logging
 import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
 from ._io import write_atomic, write_json_atomic
-from .bench import BenchConfig, BenchRow, format_bench, rows_to_csv, run_bench
+from .errors import BossflowError
+
+logger = logging.getLogger(__name__)
+
+SCATTER_NFES = (2, 4)
+GRID_NFES = (2, 4, 6)
+SUMMARY_NFES = (2, 4, 6, 10)
+PATH_NFES = (2, 4, 6, 10)  # Bellman paths drawn on the cost matrices
+GRID_DIGITS = 16  # digits per mosaic
+TEACHER_STEPS = 100
+
+ROW_FIELDS = ("model", "method", "nfe", "rmse", "w2", "w2_kind", "mmd2", "fd", "nfe_spent", "sample_seconds",
+              "search_seconds", "search_model_rows", "times", "eval_times")
 
 
-def demo_config(quick: bool = False) -> BenchConfig:
-    """The demo's sizes; ``quick`` shrinks them for tests (seconds instead of minutes)."""
+@dataclass(frozen=True)
+class DemoModel:
+    """One model of the demo: which searches, budgets and sizes.
+
+    Attributes:
+        name: preset or shipped teacher name.
+        methods: keys of :data:`bossflow.search.SEARCHES`.
+        nfes: budgets.
+        grid_steps: base grid intervals N of the grid-based searches.
+        search_samples: search noises.
+        eval_samples: evaluation noises.
+        reference_tol: dopri5 tolerance of the reference solution (``None``: the evaluator's default).
+        options: per-method keyword options for the search.
+    """
+
+    name: str
+    methods: tuple[str, ...]
+    nfes: tuple[int, ...]
+    grid_steps: int = 100
+    search_samples: int = 256
+    eval_samples: int = 1000
+    reference_tol: float | None = None
+    options: dict = field(default_factory=dict)
+
+
+def demo_plan(quick: bool = False) -> list[DemoModel]:
+    """The demo's models and sizes; ``quick`` shrinks them for tests (seconds instead of minutes).
+
+    The digits teacher gets fewer methods, budgets and noises than the mixtures: its network
+    costs about 0.2 ms per sample and evaluation on one CPU core, and refinement is cut
+    to one start and 20 L-BFGS evaluations.
+    """
+    from .search import SEARCHES
+
+    every = tuple(SEARCHES)
     if quick:
-        return BenchConfig(nfes=(2, 4, 6), grid_steps=40, search_samples=48, eval_samples=200)
-    return BenchConfig()
+        fast = {"refined": {"steps": 30, "screen_steps": 10}}
+        mixtures = [DemoModel(m, every, (2, 4, 6), grid_steps=40, search_samples=48, eval_samples=200, options=fast)
+                    for m in ("gmm-2d", "gmm-64d")]
+        digits = DemoModel("digits", ("uniform", "bellman", "global-dp", "olss"), (2, 4, 6), grid_steps=20, search_samples=16,
+                           eval_samples=100, reference_tol=1e-3)
+        return mixtures + [digits]
+    mixtures = [DemoModel(m, every, tuple(range(2, 11))) for m in ("gmm-2d", "gmm-64d")]
+    digits = DemoModel(
+        "digits", ("uniform", "edm", "shift", "bellman", "global-dp", "olss", "refined"), (2, 4, 6, 8, 10),
+        grid_steps=100, search_samples=64, eval_samples=500, reference_tol=1e-4,
+        options={"refined": {"starts": ("bellman",), "late_starts": (), "steps": 20}},
+    )
+    return mixtures + [digits]
 
 
-def run_demo(out_dir: str | os.PathLike, quick: bool = False, progress: bool = True) -> dict:
-    """Run the demo and write ``report.md``, ``report.json`` and ``report.csv`` into ``out_dir``."""
-    report = run_bench(demo_config(quick), progress=progress)
+def _run_model(plan: DemoModel, seed: int, tmp: Path, step: Callable[[str], None]) -> dict[str, Any]:
+    """Search and score one model; returns its rows, floor, evaluation info and what the figures need."""
+    from .bench import model_dtype
+    from .cost import load_cost_matrix
+    from .evaluate import ScheduleEvaluator
+    from .loading import load_model
+    from .noise import gaussian_noise
+    from .schedules import base_grid, uniform_schedule
+    from .search import SEARCHES
+    from .solvers import NFECounter, euler
+
+    loaded = load_model(plan.name)
+    model, shape = loaded.model, loaded.sample_shape
+    grid = base_grid("uniform", plan.grid_steps)
+    nfes = sorted(set(plan.nfes))
+    search_noise = gaussian_noise(plan.search_samples, shape, seed=seed, dtype=model_dtype(model))
+    evaluator = ScheduleEvaluator(model, shape, model_id=plan.name, samples=plan.eval_samples, seed=seed + 1,
+                                  batch_size=plan.eval_samples, reference_tol=plan.reference_tol)
+    ref = asdict(evaluator.reference_row())
+    step(f"{plan.name}: reference")
+    is_2d, is_image = tuple(shape) == (2,), len(shape) == 3
+    out: dict[str, Any] = {"rows": [], "info": evaluator.info(), "scatter": {}, "grids": {}, "cost": None,
+                           "floor": {k: ref[k] for k in ("rmse", "w2", "mmd2", "fd", "nfe_spent")}}
+    if is_2d:
+        out["data"] = evaluator.data.numpy()
+        out["reference"] = evaluator.reference.numpy()
+    if is_image:
+        noise = evaluator.noise[:GRID_DIGITS]
+        out["teacher"] = euler(model, noise, uniform_schedule(TEACHER_STEPS)).numpy()
+    for method in plan.methods:
+        options = dict(plan.options.get(method, {}))
+        if method == "bellman":  # keep the cost matrix for the heat map
+            options.update(checkpoint=tmp / f"cost-{plan.name}.npz", model_id=plan.name)
+        counter = NFECounter(model)
+        started = time.perf_counter()
+        schedules = SEARCHES[method](counter, search_noise, grid, nfes, provenance={"model": plan.name}, **options)
+        seconds = time.perf_counter() - started
+        for k in nfes:
+            row, samples = evaluator.score(schedules[k])
+            r = asdict(row)
+            out["rows"].append({**{f: r.get(f) for f in ROW_FIELDS}, "method": method, "sample_seconds": r["seconds"],
+                                "search_seconds": seconds, "search_model_rows": counter.samples})
+            if is_2d and k in SCATTER_NFES:
+                out["scatter"].setdefault(k, {})[method] = samples.numpy()
+            if is_image and k in GRID_NFES:
+                out["grids"].setdefault(method, {})[k] = samples[:GRID_DIGITS].numpy()
+        if method == "bellman":
+            drawn = [k for k in PATH_NFES if k in nfes] or nfes[:4]
+            out["cost"] = (load_cost_matrix(tmp / f"cost-{plan.name}.npz")[0],
+                           {k: schedules[k].meta["indices"] for k in drawn})
+        step(f"{plan.name}: {method}")
+    return out
+
+
+def _figures(results: dict[str, dict], report: dict, out: Path, step: Callable[[str], None], dpi: int) -> list[str]:
+    from . import figures
+
+    rows = report["rows"]
+    written = []
+
+    def save(name: str, draw: Callable[..., Any]) -> None:
+        draw(out / name, dpi)
+        written.append(name)
+        step(f"figure {name}")
+
+    for model in results:
+        nfes = sorted({r["nfe"] for r in rows if r["model"] == model})
+        shown = [k for k in (2, 4, 6, 10) if k in nfes] or nfes[:3]
+        save(f"schedules-{model}.png", lambda p, d, m=model, s=shown: figures.plot_schedules(rows, m, s, p, dpi=d))
+    floors = report["floors"]
+    save("error-vs-nfe.png", lambda p, d: figures.plot_error_vs_nfe(
+        rows, [[("rmse", "endpoint RMSE vs reference")], [("fd", "digits Fréchet distance"), ("w2", "W2 to data")]], floors, p,
+        dpi=d))
+    costs = {m: res["cost"] for m, res in results.items() if res["cost"] is not None}
+    if costs:
+        save("cost-matrices.png", lambda p, d: figures.plot_cost_matrices(costs, p, dpi=d))
+    for model, res in results.items():
+        for k, samples in sorted(res["scatter"].items()):
+            scores = {r["method"]: f"RMSE {r['rmse']:.3g}, W2 {r['w2']:.3g}" for r in rows if r["model"] == model and r["nfe"] == k}
+            scores["reference solver"] = f"W2 {floors[model]['w2']:.3g} (sampling floor)"
+            save(f"scatter-{model}-nfe{k}.png",
+                 lambda p, dpi, m=model, k=k, s=samples, d=res["data"], ref=res["reference"], sc=scores:
+                 figures.plot_scatter(d, s, m, k, p, reference=ref, scores=sc, dpi=dpi))
+        if res["grids"]:
+            cells: dict[str, dict[int, str]] = {}
+            for r in rows:
+                if r["model"] == model and r["method"] in res["grids"]:
+                    text = f"RMSE {r['rmse']:.3g}" + (f", FD {r['fd']:.3g}" if r.get("fd") is not None else "")
+                    cells.setdefault(r["method"], {})[r["nfe"]] = text
+            save(f"samples-{model}.png", lambda p, d, r=res, sc=cells: figures.plot_digit_grids(
+                r["grids"], r["teacher"], f"teacher, {TEACHER_STEPS} Euler steps", p, scores=sc, dpi=d))
+    return written
+
+
+def _n_figures(results: dict[str, dict]) -> int:
+    """How many figures :func:`_figures` draws for these results."""
+    n = len(results) + 1 + any(r["cost"] is not None for r in results.values())
+    return n + sum(len(r["scatter"]) + bool(r["grids"]) for r in results.values())
+
+
+def run_demo(out_dir: str | os.PathLike, quick: bool = False, progress: bool = True, seed: int = 0) -> dict:
+    """Run the demo and write ``report.md``, ``report.json``, ``report.csv`` and the figures into ``out_dir``.
+
+    Returns:
+        The report: ``{"plan", "seed", "info", "rows", "floors", "notes", "figures", "seconds"}``; every row has
+        ``model, method, nfe, rmse, w2, w2_kind, mmd2, fd, nfe_spent, sample_seconds,
+        search_seconds, search_model_rows, times, eval_times``.
+    """
+    from tqdm.auto import tqdm
+
+    started = time.perf_counter()
+    plan = demo_plan(quick)
+    notes = []
+    if importlib.util.find_spec("sklearn") is None:
+        plan = [p for p in plan if p.name != "digits"]
+        notes.append("The digits teacher was skipped: its data needs scikit-learn (`pip install scikit-learn`).")
+        logger.warning(notes[-1])
     out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BossflowError(f"cannot create the output folder {out}: {exc.strerror or exc}.") from None
+    have_plots = importlib.util.find_spec("matplotlib") is not None
+    bar = tqdm(total=sum(1 + len(p.methods) for p in plan), desc="demo", unit="stage", disable=not progress)
+
+    def step(label: str) -> None:
+        bar.set_postfix_str(label)
+        bar.update(1)
+
+    results: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="bossflow-demo-") as tmp:
+        for p in plan:
+            results[p.name] = _run_model(p, seed, Path(tmp), step)
+    report: dict[str, Any] = {
+        "plan": [asdict(p) for p in plan],
+        "seed": seed,
+        "info": {m: r["info"] for m, r in results.items()},
+        "rows": [row for r in results.values() for row in r["rows"]],
+        "floors": {m: r["floor"] for m, r in results.items()},
+        "notes": notes,
+        "figures": [],
+    }
+    if have_plots:
+        bar.total += _n_figures(results)
+        bar.refresh()
+        report["figures"] = _figures(results, report, out, step, dpi=60 if quick else 110)
+    else:
+        notes.append("No figures: matplotlib is not installed (`pip install matplotlib`).")
+        logger.warning(notes[-1])
+    bar.close()
+    report["seconds"] = round(time.perf_counter() - started, 1)
     write_json_atomic(out / "report.json", report)
-    rows = [BenchRow(**r) for r in report["rows"]]
-    write_atomic(out / "report.csv", lambda f: f.write(rows_to_csv(rows).encode()))
-    text = format_bench(report).replace("# bossflow bench", "# bossflow demo", 1)
-    write_atomic(out / "report.md", lambda f: f.write(text.encode()))
+    from .evaluate import rows_to_csv
+
+    write_atomic(out / "report.csv", lambda f: f.write(rows_to_csv(report["rows"], ROW_FIELDS).encode()))
+    write_atomic(out / "report.md", lambda f: f.write(format_report(report).encode()))
     return report
+
+
+# ---------------------------------------------------------------------------------------------
+# Text
+
+
+METRICS = {
+    "rmse": "endpoint RMSE per dimension vs the reference solution of the same noises",
+    "w2": "Wasserstein-2 distance to data",
+    "mmd2": "MMD² to data (Gaussian kernel, median-heuristic bandwidth, biased estimate)",
+    "fd": "digits Fréchet distance (features of the shipped digits classifier) to the real digits",
+}
+
+
+def _table(rows: list[dict], model: str, metric: str) -> list[str]:
+    mine = [r for r in rows if r["model"] == model and r.get(metric) is not None]
+    methods = list(dict.fromkeys(r["method"] for r in mine))
+    cell = {(r["method"], r["nfe"]): r[metric] for r in mine}
+    lines = ["| NFE | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
+    for k in sorted({r["nfe"] for r in mine}):
+        values = [cell.get((m, k)) for m in methods]
+        best = min(v for v in values if v is not None)
+        lines.append(f"| {k} | " + " | ".join("–" if v is None else (f"**{v:.4g}**" if v == best else f"{v:.4g}") for v in values) + " |")
+    return lines
+
+
+def format_summary(report: dict, metric: str = "rmse", nfes: tuple[int, ...] = SUMMARY_NFES) -> str:
+    """One Markdown table over all models: methods as rows, (model, NFE) as columns, best per column in bold.
+
+    ``metric="distance"`` shows W2 for the mixtures and the digits Fréchet distance where it exists.
+    """
+    rows = report["rows"]
+    models = list(dict.fromkeys(r["model"] for r in rows))
+
+    def key_for(model: str) -> str:
+        if metric != "distance":
+            return metric
+        return "fd" if any(r.get("fd") is not None for r in rows if r["model"] == model) else "w2"
+
+    columns = [(m, k) for m in models for k in sorted({r["nfe"] for r in rows if r["model"] == m}) if k in nfes]
+    value = {(r["model"], r["method"], r["nfe"]): r.get(key_for(r["model"])) for r in rows}
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    def title(m: str, k: int) -> str:
+        return f"{m} K={k}" if metric != "distance" else f"{m} {'FD' if key_for(m) == 'fd' else 'W2'} K={k}"
+
+    head = "| method | " + " | ".join(title(m, k) for m, k in columns) + " |"
+    lines = [head, "|---|" + "---|" * len(columns)]
+    best = {}
+    for m, k in columns:
+        vals = [value[(m, meth, k)] for meth in methods if value.get((m, meth, k)) is not None]
+        best[(m, k)] = min(vals) if vals else None
+    for meth in methods:
+        cells = []
+        for m, k in columns:
+            v = value.get((m, meth, k))
+            cells.append("–" if v is None else (f"**{v:.3g}**" if v == best[(m, k)] else f"{v:.3g}"))
+        lines.append(f"| {meth} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _caption(name: str) -> str:
+    stem = name[:-4]
+    if stem.startswith("schedules-"):
+        return f"**{stem[10:]}: schedules.** Step times of each method's schedule (open markers: evaluation times where they differ)."
+    if stem == "error-vs-nfe":
+        return ("**Error against NFE.** Endpoint RMSE (top) and distance to data (bottom: W2 for the mixtures, the digits "
+                "Fréchet distance for digits), log scale; dashed: the reference solver's own distance.")
+    if stem == "cost-matrices":
+        return "**BOSS cost matrices** with the Bellman paths chosen for several budgets K."
+    if stem.startswith("scatter-"):
+        model, _, nfe = stem[8:].rpartition("-nfe")
+        return f"**{model} samples at NFE {nfe}**, per method, over exact data."
+    if stem.startswith("samples-"):
+        return f"**{stem[8:]} samples** at NFE {', '.join(map(str, GRID_NFES))} per method, and the teacher at {TEACHER_STEPS} Euler steps."
+    return f"**{stem}**"
+
+
+def format_report(report: dict) -> str:
+    """The Markdown report: summary, per-model tables, search costs and figures."""
+    rows = report["rows"]
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    lines = [
+        "# bossflow demo",
+        "",
+        ("Every schedule search on the exact Gaussian-mixture flows (`gmm-2d`, `gmm-64d`) and on the shipped digits "
+         "teacher (a reduced set of methods and budgets), scored on fresh noises against a dopri5 reference and against "
+         f"data. Offline, CPU; {report.get('seconds', 0):.0f} s in all. A straightened digits teacher is not part of it yet."),
+        "",
+        "## Summary: endpoint RMSE (lower is better, best per column in bold)",
+        "",
+        format_summary(report, "rmse"),
+        "",
+        "## Summary: distance to data (W2 for the mixtures, digits Fréchet distance for digits)",
+        "",
+        format_summary(report, "distance"),
+        "",
+    ]
+    for model in models:
+        info = report["info"][model]
+        floor = report["floors"][model]
+        lines += [f"## {model}", "",
+                  f"{info['samples']} evaluation noises; data: {info['data']}; reference: {info['reference']} "
+                  f"({floor['nfe_spent']:.0f} NFE per sample). The reference solution's own distances (the floor): "
+                  + ", ".join(f"{k} {floor[k]:.4g}" for k in ("w2", "mmd2", "fd") if floor.get(k) is not None) + ".", ""]
+        for metric, title in METRICS.items():
+            if any(r["model"] == model and r.get(metric) is not None for r in rows):
+                lines += [f"### {model}: {title}", "", *_table(rows, model, metric), ""]
+                if metric == "w2" and info.get("digits_fd"):
+                    lines += [("W2 in pixel space rewards blurred samples (they sit near the data mean); read the "
+                               "Fréchet distance below for sample quality."), ""]
+        lines += [f"### {model}: search cost (all budgets together)", "", "| method | seconds | model rows |", "|---|---|---|"]
+        seen = set()
+        for r in rows:
+            if r["model"] == model and r["method"] not in seen:
+                seen.add(r["method"])
+                lines.append(f"| {r['method']} | {r['search_seconds']:.2f} | {r['search_model_rows']:,} |")
+        lines.append("")
+    for note in report.get("notes", []):
+        lines += [f"*{note}*", ""]
+    if report.get("figures"):
+        lines += ["## Figures", ""]
+        for name in report["figures"]:
+            lines += [f"{_caption(name)}", "", f"![{name}]({name})", ""]
+    return "\n".join(lines)

@@ -6,9 +6,9 @@ scored on ``eval_samples`` fresh noises (seed ``seed + 1``):
 
 * endpoint RMSE per dimension against a tight adaptive reference solution of the same
   noises (the paper's measure);
-* Wasserstein-2 distance of the samples to exact data samples when the model can draw them
-  (the Gaussian mixtures), else to the reference solutions; the ``reference`` row gives the
-  sampling floor of that number;
+* Wasserstein-2 distance of the samples to the data (exact mixture samples, the real digits,
+  else reference solutions of other noises: :func:`bossflow.evaluate.data_for_model`), with
+  the reference solutions' own distance as its sampling floor;
 * search wall time and model rows spent (one row = one sample through the model), for all
   budgets together.
 
@@ -32,11 +32,10 @@ from torch import Tensor
 from ._io import write_atomic, write_json_atomic
 from .errors import BossflowError
 from .loading import load_model
-from .metrics import endpoint_rmse, wasserstein2
 from .noise import gaussian_noise
 from .schedules import base_grid
-from .search import SEARCHES, sample_with
-from .solvers import NFECounter, reference_solve
+from .search import SEARCHES
+from .solvers import NFECounter
 
 
 @dataclass(frozen=True)
@@ -109,16 +108,14 @@ def bench_model(
         ``(rows, floor)``: one :class:`BenchRow` per method and NFE, and the reference
         solution's own ``{"rmse": 0, "w2": floor}`` for scale.
     """
+    from .evaluate import ScheduleEvaluator
+
     grid = base_grid("uniform", config.grid_steps)
-    dtype = model_dtype(model)
-    search_noise = gaussian_noise(config.search_samples, shape, seed=config.seed, dtype=dtype)
-    eval_noise = gaussian_noise(config.eval_samples, shape, seed=config.seed + 1, dtype=dtype)
-    reference = reference_solve(model, eval_noise, rtol=1e-8, atol=1e-8)
-    if hasattr(model, "sample") and callable(model.sample):
-        data = model.sample(config.eval_samples, generator=torch.Generator().manual_seed(config.seed + 2))
-    else:
-        data = reference_solve(model, gaussian_noise(config.eval_samples, shape, seed=config.seed + 2, dtype=dtype))
-    floor = {"rmse": 0.0, "w2": wasserstein2(reference, data)}
+    search_noise = gaussian_noise(config.search_samples, shape, seed=config.seed, dtype=model_dtype(model))
+    evaluator = ScheduleEvaluator(
+        model, shape, model_id=name, samples=config.eval_samples, seed=config.seed + 1, reference_tol=1e-8
+    )
+    floor = {"rmse": 0.0, "w2": evaluator.reference_row().w2}
     rows = []
     nfes = sorted(set(config.nfes))
     for method in config.methods:
@@ -129,19 +126,18 @@ def bench_model(
         )
         seconds = time.perf_counter() - started
         for nfe in nfes:
-            sched = schedules[nfe]
-            samples = sample_with(model, eval_noise, sched)
+            scored, _ = evaluator.score(schedules[nfe])
             rows.append(
                 BenchRow(
                     model=name,
                     method=method,
                     nfe=nfe,
-                    rmse=endpoint_rmse(samples, reference),
-                    w2=wasserstein2(samples, data),
+                    rmse=scored.rmse,
+                    w2=scored.w2,
                     search_seconds=seconds,
                     search_model_rows=counter.samples,
-                    times=sched.times.tolist(),
-                    eval_times=None if sched.eval_times is None else sched.eval_times.tolist(),
+                    times=scored.times,
+                    eval_times=scored.eval_times,
                 )
             )
         if progress:

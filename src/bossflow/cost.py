@@ -35,7 +35,7 @@ from torch import Tensor
 from ._io import write_atomic
 from .errors import BossflowError, CostMatrixError, FileFormatError
 from .noise import validate_noise
-from .solvers import Trajectory, fine_trajectory
+from .solvers import Trajectory, fine_trajectory, select_cond
 from .schedules import validate_times
 
 COST_FORMAT = "bossflow.costmatrix/1"
@@ -276,7 +276,7 @@ def cost_matrix(
     with tqdm(total=n_samples, initial=done, desc="cost matrix", unit="sample", disable=not progress) as bar:
         while done < n_samples:
             stop = min(done + batch_size, n_samples)
-            batch_cond = {k: _slice_cond(v, done, stop, n_samples) for k, v in cond.items()}
+            batch_cond = select_cond(cond, slice(done, stop), n_samples)
             traj: Trajectory = fine_trajectory(
                 model, noise[done:stop], grid, substeps=substeps, method=reference, cond=batch_cond
             )
@@ -290,9 +290,3 @@ def cost_matrix(
                 _save_state(path, sums, done, {**meta, "complete": done == n_samples})
             bar.update(stop - bar.n)
     return finish_cost_matrix(sums, n_samples, dim)
-
-
-def _slice_cond(value: Any, start: int, stop: int, total: int) -> Any:
-    if isinstance(value, Tensor) and value.ndim > 0 and value.shape[0] == total:
-        return value[start:stop]
-    return value

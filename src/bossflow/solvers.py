@@ -78,6 +78,22 @@ def schedule_times(times: Schedule | Tensor | np.ndarray | list) -> tuple[np.nda
     return arr, arr[:-1]
 
 
+def select_cond(cond: dict, sample_index: Tensor | slice, n_samples: int) -> dict:
+    """Conditioning for the rows that belong to samples ``sample_index`` (an index tensor or a slice).
+
+    Tensors whose first dimension is ``n_samples`` are per-sample and are gathered with their
+    samples; every other value (a shared embedding, a guidance scale) is passed unchanged.
+    """
+    out = {}
+    for key, value in cond.items():
+        if isinstance(value, Tensor) and value.ndim > 0 and value.shape[0] == n_samples:
+            index = sample_index if isinstance(sample_index, slice) else sample_index.to(value.device)
+            out[key] = value[index]
+        else:
+            out[key] = value
+    return out
+
+
 def _model_time(value: float, x: Tensor) -> Tensor:
     return torch.full((x.shape[0],), float(value), dtype=x.dtype, device=x.device)
 

@@ -67,8 +67,7 @@ from ..cost import finish_cost_matrix, gram_cost_sums
 from ..errors import BossflowError, CostMatrixError
 from ..noise import validate_noise
 from ..schedules import SCHEDULE_FAMILIES, Schedule, validate_times
-from ..solvers import fine_trajectory
-from .global_dp import _rows_cond
+from ..solvers import fine_trajectory, select_cond
 
 OBJECTIVES = ("klub", "euler")
 REFERENCES = ("euler", "heun")
@@ -152,7 +151,7 @@ def ays_interval_costs(
     with torch.no_grad():
         for start in range(0, n_samples, batch_size):
             stop = min(start + batch_size, n_samples)
-            part_cond = _rows_cond(cond, torch.arange(start, stop), n_samples) if cond else {}
+            part_cond = select_cond(cond, torch.arange(start, stop), n_samples) if cond else {}
             traj = fine_trajectory(model, noise[start:stop], grid, substeps=substeps, method=reference, cond=part_cond)
             if objective == "euler":
                 sums += gram_cost_sums(traj.xs, traj.vs, grid)

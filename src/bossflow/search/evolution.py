@@ -65,8 +65,8 @@ from ..bellman import check_budget
 from ..errors import BossflowError
 from ..noise import validate_noise
 from ..schedules import SCHEDULE_FAMILIES, Schedule, validate_times
-from ..solvers import NFECounter
-from .global_dp import _rows_cond, _teacher
+from ..solvers import NFECounter, select_cond
+from .global_dp import _teacher
 
 FAMILIES = ("uniform", "edm", "shift")
 
@@ -141,7 +141,7 @@ class _Evaluator:
                 v = torch.empty_like(x)
                 for start in range(0, x.shape[0], self.rows):
                     stop = min(start + self.rows, x.shape[0])
-                    part = _rows_cond(self.cond, torch.arange(start, stop) % s, s) if self.cond else {}
+                    part = select_cond(self.cond, torch.arange(start, stop) % s, s) if self.cond else {}
                     v[start:stop] = self.model(x[start:stop], t_rows[start:stop], **part)
                 # Euler step.
                 x = x + h_rows.reshape(-1, *([1] * len(shape))) * v
@@ -339,7 +339,7 @@ def evolution_schedules(
     search_noise = noise[:n_used]
     cond = dict(cond or {})
     if cond:
-        cond = _rows_cond(cond, torch.arange(n_used), n_total)
+        cond = select_cond(cond, torch.arange(n_used), n_total)
     counted = NFECounter(model)
     teacher_rows = n_used if batch_size is None else batch_size
     target = _teacher(counted, search_noise, grid, cond, teacher_rows, substeps)[-1]

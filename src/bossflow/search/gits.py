@@ -60,8 +60,7 @@ from ..cost import cost_matrix, finish_cost_matrix
 from ..errors import BossflowError, CostMatrixError
 from ..noise import validate_noise
 from ..schedules import Schedule, validate_times
-from ..solvers import fine_trajectory
-from .global_dp import _rows_cond
+from ..solvers import fine_trajectory, select_cond
 
 METRICS = ("l2", "l1", "dev")
 REFERENCES = ("euler", "heun")
@@ -186,7 +185,7 @@ def gits_cost_matrix(
     cond = cond or {}
     for start in range(0, n_samples, batch_size):
         stop = min(start + batch_size, n_samples)
-        part_cond = _rows_cond(cond, torch.arange(start, stop), n_samples) if cond else {}
+        part_cond = select_cond(cond, torch.arange(start, stop), n_samples) if cond else {}
         traj = fine_trajectory(model, noise[start:stop], grid, substeps=substeps, method=reference, cond=part_cond)
         s, t = _deviation_sums(traj.xs, traj.vs, grid)
         student += s

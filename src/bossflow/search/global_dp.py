@@ -59,7 +59,7 @@ from ..bellman import check_budget
 from ..errors import BossflowError, CostMatrixError
 from ..noise import validate_noise
 from ..schedules import Schedule, validate_times
-from ..solvers import fine_trajectory
+from ..solvers import fine_trajectory, select_cond
 
 SOLVERS = ("euler", "heun")
 
@@ -76,17 +76,6 @@ def _check_inputs(noise: Any, grid: Any, solver: Any, batch_size: Any) -> np.nda
     return grid
 
 
-def _rows_cond(cond: dict, sample_index: Tensor, n_samples: int) -> dict:
-    """Conditioning for rows that belong to samples ``sample_index``: per-sample tensors are gathered."""
-    out = {}
-    for key, value in cond.items():
-        if isinstance(value, Tensor) and value.ndim > 0 and value.shape[0] == n_samples:
-            out[key] = value[sample_index.to(value.device)]
-        else:
-            out[key] = value
-    return out
-
-
 def _velocities(
     model: Callable[..., Tensor], x: Tensor, t: Tensor, cond: dict, n_samples: int, rows: int
 ) -> Tensor:
@@ -96,7 +85,7 @@ def _velocities(
         stop = min(start + rows, x.shape[0])
         if cond:
             index = torch.arange(start, stop) % n_samples
-            part_cond = _rows_cond(cond, index, n_samples)
+            part_cond = select_cond(cond, index, n_samples)
         else:
             part_cond = {}
         out[start:stop] = model(x[start:stop], t[start:stop], **part_cond)
@@ -111,7 +100,7 @@ def _teacher(
     parts = []
     for start in range(0, n_samples, rows):
         stop = min(start + rows, n_samples)
-        part_cond = _rows_cond(cond, torch.arange(start, stop), n_samples) if cond else {}
+        part_cond = select_cond(cond, torch.arange(start, stop), n_samples) if cond else {}
         parts.append(fine_trajectory(model, noise[start:stop], grid, substeps=substeps, cond=part_cond).xs)
     return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 

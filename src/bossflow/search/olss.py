@@ -73,9 +73,8 @@ from ..bellman import check_budget
 from ..errors import BossflowError, ScheduleError
 from ..noise import validate_noise
 from ..schedules import Schedule, validate_times
-from ..solvers import NFECounter, _model_time, fine_trajectory
+from ..solvers import NFECounter, _model_time, fine_trajectory, select_cond
 from .evolution import snap_to_grid
-from .global_dp import _rows_cond
 
 SELECTIONS = ("olss", "uniform")
 FITS = ("student", "teacher")
@@ -91,7 +90,7 @@ def _teacher_xv(
     xs, vs = [], []
     for start in range(0, n_samples, rows):
         stop = min(start + rows, n_samples)
-        part_cond = _rows_cond(cond, torch.arange(start, stop), n_samples) if cond else {}
+        part_cond = select_cond(cond, torch.arange(start, stop), n_samples) if cond else {}
         traj = fine_trajectory(model, noise[start:stop], grid, substeps=substeps, cond=part_cond)
         xs.append(traj.xs)
         vs.append(traj.vs)
@@ -361,7 +360,7 @@ def _model_rows(
     out = torch.empty_like(x)
     for start in range(0, n_samples, rows):
         stop = min(start + rows, n_samples)
-        part = _rows_cond(cond, torch.arange(start, stop), n_samples) if cond else {}
+        part = select_cond(cond, torch.arange(start, stop), n_samples) if cond else {}
         out[start:stop] = model(x[start:stop], _model_time(t, x[start:stop]), **part)
     return out
 

@@ -67,8 +67,7 @@ from torch import Tensor
 from ..errors import BossflowError, ScheduleError
 from ..noise import validate_noise
 from ..schedules import Schedule
-from ..solvers import NFECounter, euler, reference_solve
-from .global_dp import _rows_cond
+from ..solvers import NFECounter, euler, reference_solve, select_cond
 
 
 def schedule_from_params(logits: Tensor, offsets: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -127,7 +126,7 @@ class _Problem:
     def __post_init__(self) -> None:
         n = self.noise.shape[0]
         self.chunks = [(a, min(a + self.rows, n)) for a in range(0, n, self.rows)]
-        self.chunk_cond = [(_rows_cond(self.cond, torch.arange(a, b), n) if self.cond else {}) for a, b in self.chunks]
+        self.chunk_cond = [(select_cond(self.cond, torch.arange(a, b), n) if self.cond else {}) for a, b in self.chunks]
         self.scale = 1.0 / self.noise.numel()
 
     def loss_and_grad(self, params: list[Tensor], with_offsets: bool) -> tuple[float, list[Tensor]]:

@@ -115,6 +115,20 @@ def test_global_dp_method(capsys, tmp_path):
     assert code == 2 and "--cache" in err
 
 
+@pytest.mark.parametrize("method", ["refined", "olss", "gits"])
+def test_every_search_through_the_cli(capsys, tmp_path, method):
+    out = tmp_path / f"{method}.json"
+    code, text, _ = run(capsys, "schedule", "--model", "gmm-2d", "--method", method, "--nfe", "2", "--samples", "16",
+                        "--grid-steps", "12", "--out", str(out), "--quiet")
+    assert code == 0
+    s = bf.Schedule.load(out, nfe=2)
+    assert s.meta["method"] == method and s.meta["model"] == "gmm-2d"
+    if method == "refined":
+        assert s.eval_times is not None and "evaluated at" in text
+    code, _, err = run(capsys, "schedule", "--model", "gmm-2d", "--method", method, "--substeps", "2")
+    assert code == 2 and "--substeps" in err
+
+
 def test_baseline_method(capsys, tmp_path):
     out = tmp_path / "u.json"
     code, text, _ = run(capsys, "schedule", "--model", "gmm-2d", "--method", "uniform", "--nfe", "4", "--out", str(out))

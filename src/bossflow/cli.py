@@ -109,6 +109,8 @@ def _non_negative_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .search import SEARCHES
+
     parser = argparse.ArgumentParser(
         prog="bossflow",
         description="Few-step sampling schedules for flow-matching models (BOSS, ICLR 2024).",
@@ -128,9 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="write the schedules to this JSON file")
     p.add_argument(
         "--method",
-        choices=["bellman", "global-dp", "uniform", "edm", "shift"],
+        choices=list(SEARCHES),
         default="bellman",
-        help="bellman (BOSS, default) or global-dp (error-propagation-aware DP, OSS idea) search; "
+        help="bellman (BOSS, default); global-dp, gits, ays, evolution, olss or refined search (see README); "
         "uniform, edm and shift write a baseline schedule",
     )
     p.add_argument("--grid", choices=["uniform", "edm"], default="uniform", help="base grid family (default: uniform)")
@@ -164,8 +166,6 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="bossflow-demo", help="output folder (default: bossflow-demo)")
     d.add_argument("--quick", action="store_true", help="reduced sizes (for tests)")
     d.add_argument("--quiet", action="store_true", help="no progress bar")
-
-    from .search import SEARCHES
 
     b = sub.add_parser(
         "bench",
@@ -230,7 +230,7 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     from .loading import load_model
     from .noise import gaussian_noise
     from .schedules import SCHEDULE_FAMILIES, base_grid, save_schedules
-    from .search import global_error_schedules
+    from .search import SEARCHES
 
     nfes = sorted(set(args.nfe))
     if nfes[0] < 1:
@@ -260,14 +260,14 @@ def cmd_schedule(args: argparse.Namespace) -> int:
         grid = base_grid(args.grid, args.grid_steps)
         noise = gaussian_noise(args.samples, shape, seed=args.seed, dtype=dtype, device=device)
         provenance = {"model": loaded.model_id, "base_grid": args.grid, "grid_steps": args.grid_steps, "seed": args.seed}
-        if args.method == "global-dp":
+        if args.method != "bellman":
             if args.cache:
-                raise BossflowError("--cache applies to the bellman cost matrix only; drop it for --method global-dp.")
-            if args.reference != "euler":
-                raise BossflowError("--method global-dp uses an Euler teacher; drop --reference or use --method bellman.")
-            schedules = global_error_schedules(
-                model, noise, grid, nfes, batch_size=args.batch_size, substeps=args.substeps, provenance=provenance
-            )
+                raise BossflowError(f"--cache applies to the bellman cost matrix only; drop it for --method {args.method}.")
+            if args.reference != "euler" or args.substeps != 1:
+                raise BossflowError(
+                    f"--reference and --substeps set the bellman cost matrix's teacher; drop them for --method {args.method}."
+                )
+            schedules = SEARCHES[args.method](model, noise, grid, nfes, provenance=provenance)
         else:
             cost = cost_matrix(
                 model,
@@ -281,12 +281,13 @@ def cmd_schedule(args: argparse.Namespace) -> int:
             )
             provenance.update(samples=args.samples, substeps=args.substeps, reference=args.reference)
             schedules = bellman_schedules(cost, grid, nfes, **provenance)
-        costs = {k: s.meta["cost"] for k, s in schedules.items()}
+        costs = {k: s.meta.get("cost") for k, s in schedules.items()}
 
     print(f"{'NFE':>4}  {'cost':>11}  times")
     for k, sched in schedules.items():
         cost_text = f"{costs[k]:11.4e}" if costs[k] is not None else f"{'-':>11}"
-        print(f"{k:>4}  {cost_text}  {_format_times(sched.times)}")
+        evals = "" if sched.eval_times is None else f"  (evaluated at {_format_times(sched.eval_times)})"
+        print(f"{k:>4}  {cost_text}  {_format_times(sched.times)}{evals}")
     if args.out:
         save_schedules(args.out, schedules.values(), **provenance)
         print(f"wrote {len(schedules)} schedule(s) to {args.out}")

@@ -35,7 +35,7 @@ from torch import Tensor
 from ._io import write_atomic
 from .errors import BossflowError, CostMatrixError, FileFormatError
 from .noise import validate_noise
-from .solvers import Trajectory, fine_trajectory, select_cond
+from .solvers import trajectory_batches
 from .schedules import validate_times
 
 COST_FORMAT = "bossflow.costmatrix/1"
@@ -272,21 +272,17 @@ def cost_matrix(
 
     from tqdm.auto import tqdm
 
-    cond = cond or {}
     with tqdm(total=n_samples, initial=done, desc="cost matrix", unit="sample", disable=not progress) as bar:
-        while done < n_samples:
-            stop = min(done + batch_size, n_samples)
-            batch_cond = select_cond(cond, slice(done, stop), n_samples)
-            traj: Trajectory = fine_trajectory(
-                model, noise[done:stop], grid, substeps=substeps, method=reference, cond=batch_cond
-            )
+        batches = trajectory_batches(
+            model, noise, grid, batch_size=batch_size, substeps=substeps, method=reference, cond=cond, start=done
+        )
+        for _, done, traj in batches:
             if pair_cost is None:
                 sums += gram_cost_sums(traj.xs, traj.vs, grid, chunk_bytes=chunk_bytes)
             else:
                 sums += pair_cost_sums(traj.xs, traj.vs, grid, pair_cost)
             del traj
-            done = stop
             if path is not None:
                 _save_state(path, sums, done, {**meta, "complete": done == n_samples})
-            bar.update(stop - bar.n)
+            bar.update(done - bar.n)
     return finish_cost_matrix(sums, n_samples, dim)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -305,3 +305,48 @@ def fine_trajectory(
                 x = x + h * v
             xs[i + 1] = x
     return Trajectory(times=grid, xs=xs, vs=vs)
+
+
+def trajectory_batches(
+    model: Callable[..., Tensor],
+    noise: Tensor,
+    grid: np.ndarray | Tensor | list,
+    *,
+    batch_size: int,
+    substeps: int = 1,
+    method: str = "euler",
+    cond: dict | None = None,
+    start: int = 0,
+) -> Iterator[tuple[int, int, Trajectory]]:
+    """Fine trajectories of ``noise[start:]``, ``batch_size`` samples at a time: yields ``(begin, end, Trajectory)``.
+
+    Per-sample conditioning follows its samples (:func:`select_cond`). Streaming consumers
+    (cost sums) keep one batch in memory at a time; :func:`batched_trajectory` keeps them all.
+    """
+    cond = cond or {}
+    n_samples = int(noise.shape[0])
+    for begin in range(start, n_samples, batch_size):
+        end = min(begin + batch_size, n_samples)
+        traj = fine_trajectory(
+            model, noise[begin:end], grid, substeps=substeps, method=method, cond=select_cond(cond, slice(begin, end), n_samples)
+        )
+        yield begin, end, traj
+
+
+def batched_trajectory(
+    model: Callable[..., Tensor],
+    noise: Tensor,
+    grid: np.ndarray | Tensor | list,
+    *,
+    batch_size: int,
+    substeps: int = 1,
+    method: str = "euler",
+    cond: dict | None = None,
+) -> Trajectory:
+    """:func:`fine_trajectory` of all of ``noise``, integrated ``batch_size`` samples at a time (``xs`` ``(N + 1, B, *shape)``)."""
+    parts = [traj for _, _, traj in trajectory_batches(
+        model, noise, grid, batch_size=batch_size, substeps=substeps, method=method, cond=cond
+    )]
+    if len(parts) == 1:
+        return parts[0]
+    return Trajectory(parts[0].times, torch.cat([t.xs for t in parts], dim=1), torch.cat([t.vs for t in parts], dim=1))

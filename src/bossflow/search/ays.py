@@ -67,7 +67,7 @@ from ..cost import finish_cost_matrix, gram_cost_sums
 from ..errors import BossflowError, CostMatrixError
 from ..noise import validate_noise
 from ..schedules import SCHEDULE_FAMILIES, Schedule, validate_times
-from ..solvers import fine_trajectory, select_cond
+from ..solvers import select_cond, trajectory_batches
 
 OBJECTIVES = ("klub", "euler")
 REFERENCES = ("euler", "heun")
@@ -149,16 +149,16 @@ def ays_interval_costs(
     sums = np.zeros((n + 1, n + 1), dtype=np.float64)
     cond = cond or {}
     with torch.no_grad():
-        for start in range(0, n_samples, batch_size):
-            stop = min(start + batch_size, n_samples)
-            part_cond = select_cond(cond, torch.arange(start, stop), n_samples) if cond else {}
-            traj = fine_trajectory(model, noise[start:stop], grid, substeps=substeps, method=reference, cond=part_cond)
+        batches = trajectory_batches(
+            model, noise, grid, batch_size=batch_size, substeps=substeps, method=reference, cond=cond
+        )
+        for begin, end, traj in batches:
             if objective == "euler":
                 sums += gram_cost_sums(traj.xs, traj.vs, grid)
             else:
                 x_end = traj.xs[n]
                 t_end = torch.ones(x_end.shape[0], dtype=x_end.dtype, device=x_end.device)
-                v_end = model(x_end, t_end, **part_cond)
+                v_end = model(x_end, t_end, **select_cond(cond, slice(begin, end), n_samples))
                 sums += _klub_sums(torch.cat([traj.vs, v_end[None]]), grid)
     cost = finish_cost_matrix(sums, n_samples, int(np.prod(noise.shape[1:])))
     if not np.all(np.isfinite(cost[np.triu_indices(n + 1, 1)])):

@@ -65,8 +65,7 @@ from ..bellman import check_budget
 from ..errors import BossflowError
 from ..noise import validate_noise
 from ..schedules import SCHEDULE_FAMILIES, Schedule, validate_times
-from ..solvers import NFECounter, select_cond
-from .global_dp import _teacher
+from ..solvers import NFECounter, batched_trajectory, select_cond
 
 FAMILIES = ("uniform", "edm", "shift")
 
@@ -342,7 +341,7 @@ def evolution_schedules(
         cond = select_cond(cond, torch.arange(n_used), n_total)
     counted = NFECounter(model)
     teacher_rows = n_used if batch_size is None else batch_size
-    target = _teacher(counted, search_noise, grid, cond, teacher_rows, substeps)[-1]
+    target = batched_trajectory(counted, search_noise, grid, batch_size=teacher_rows, substeps=substeps, cond=cond).xs[-1]
     teacher = {"teacher_rows": counted.samples, "teacher_calls": counted.nfe}
 
     out: dict[int, Schedule] = {}

@@ -60,7 +60,7 @@ from ..cost import cost_matrix, finish_cost_matrix
 from ..errors import BossflowError, CostMatrixError
 from ..noise import validate_noise
 from ..schedules import Schedule, validate_times
-from ..solvers import fine_trajectory, select_cond
+from ..solvers import trajectory_batches
 
 METRICS = ("l2", "l1", "dev")
 REFERENCES = ("euler", "heun")
@@ -183,10 +183,9 @@ def gits_cost_matrix(
     student = np.zeros((n + 1, n + 1), dtype=np.float64)
     teacher = np.zeros(n + 1, dtype=np.float64)
     cond = cond or {}
-    for start in range(0, n_samples, batch_size):
-        stop = min(start + batch_size, n_samples)
-        part_cond = select_cond(cond, torch.arange(start, stop), n_samples) if cond else {}
-        traj = fine_trajectory(model, noise[start:stop], grid, substeps=substeps, method=reference, cond=part_cond)
+    for _, _, traj in trajectory_batches(
+        model, noise, grid, batch_size=batch_size, substeps=substeps, method=reference, cond=cond
+    ):
         s, t = _deviation_sums(traj.xs, traj.vs, grid)
         student += s
         teacher += t

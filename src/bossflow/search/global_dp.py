@@ -59,7 +59,7 @@ from ..bellman import check_budget
 from ..errors import BossflowError, CostMatrixError
 from ..noise import validate_noise
 from ..schedules import Schedule, validate_times
-from ..solvers import fine_trajectory, select_cond
+from ..solvers import batched_trajectory, select_cond
 
 SOLVERS = ("euler", "heun")
 
@@ -90,19 +90,6 @@ def _velocities(
             part_cond = {}
         out[start:stop] = model(x[start:stop], t[start:stop], **part_cond)
     return out
-
-
-def _teacher(
-    model: Callable[..., Tensor], noise: Tensor, grid: np.ndarray, cond: dict, rows: int, substeps: int
-) -> Tensor:
-    """Fine Euler states ``(N + 1, B, *shape)`` on ``grid`` (``substeps`` per interval), ``rows`` samples at a time."""
-    n_samples = noise.shape[0]
-    parts = []
-    for start in range(0, n_samples, rows):
-        stop = min(start + rows, n_samples)
-        part_cond = select_cond(cond, torch.arange(start, stop), n_samples) if cond else {}
-        parts.append(fine_trajectory(model, noise[start:stop], grid, substeps=substeps, cond=part_cond).xs)
-    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
 
 def _squared_error(cand: Tensor, target: Tensor) -> Tensor:
@@ -180,7 +167,7 @@ def global_error_paths(
         return values.reshape(-1, *([1] * (1 + len(shape))))
 
     with torch.no_grad():
-        xs = _teacher(model, noise, grid, cond, rows, substeps)  # (N + 1, B, *shape)
+        xs = batched_trajectory(model, noise, grid, batch_size=rows, substeps=substeps, cond=cond).xs  # (N + 1, B, *shape)
         prev = torch.zeros_like(xs)
         prev[0] = noise
         prev_ok = np.zeros(n + 1, dtype=bool)

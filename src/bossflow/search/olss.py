@@ -73,30 +73,13 @@ from ..bellman import check_budget
 from ..errors import BossflowError, ScheduleError
 from ..noise import validate_noise
 from ..schedules import Schedule, validate_times
-from ..solvers import NFECounter, _model_time, fine_trajectory, select_cond
+from ..solvers import NFECounter, _model_time, batched_trajectory, select_cond
 from .evolution import snap_to_grid
 
 SELECTIONS = ("olss", "uniform")
 FITS = ("student", "teacher")
 BASES = ("initial", "states")
 UPDATE = "x[k+1] = sum_m a[k][m] x[m] + sum_m b[k][m] v(x[m], s[m]), m = 0..k"
-
-
-def _teacher_xv(
-    model: Callable[..., Tensor], noise: Tensor, grid: np.ndarray, cond: dict, rows: int, substeps: int
-) -> tuple[Tensor, Tensor]:
-    """Fine Euler states ``(N + 1, B, *shape)`` and velocities ``(N, B, *shape)``, ``rows`` samples at a time."""
-    n_samples = noise.shape[0]
-    xs, vs = [], []
-    for start in range(0, n_samples, rows):
-        stop = min(start + rows, n_samples)
-        part_cond = select_cond(cond, torch.arange(start, stop), n_samples) if cond else {}
-        traj = fine_trajectory(model, noise[start:stop], grid, substeps=substeps, cond=part_cond)
-        xs.append(traj.xs)
-        vs.append(traj.vs)
-    if len(xs) == 1:
-        return xs[0], vs[0]
-    return torch.cat(xs, dim=1), torch.cat(vs, dim=1)
 
 
 def _gram(*blocks: Tensor, chunk_bytes: int = 2**26) -> Tensor:
@@ -298,7 +281,8 @@ def olss_schedules(
     rows = int(batch_size) if batch_size is not None else n_samples
     counted = NFECounter(model)
     with torch.no_grad():
-        xs, vs = _teacher_xv(counted, noise, grid, cond, rows, int(substeps))
+        teacher = batched_trajectory(counted, noise, grid, batch_size=rows, substeps=int(substeps), cond=cond)
+        xs, vs = teacher.xs, teacher.vs
     if not (torch.isfinite(xs).all() and torch.isfinite(vs).all()):
         raise BossflowError("the teacher trajectory is not finite; the model produced NaN or inf.")
     teacher = {"teacher_rows": counted.samples, "teacher_calls": counted.nfe}

@@ -38,9 +38,9 @@ from .checkpoints import (
     round_weights,
     save_model_dir,
 )
-from ._io import write_atomic
-from .errors import BossflowError, FileFormatError, ModelSpecError
+from .errors import BossflowError, ModelSpecError
 from .noise import sample_seed
+from .training import check_resume_config, load_checkpoint, loss_curve, restore_checkpoint, save_checkpoint, update_ema
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ OBJECTIVE = "conditional flow matching, linear path x_t = (1 - t) x_0 + t x_1, x
 _RESUME_KEYS = ("architecture", "kwargs", "batch_size", "lr", "weight_decay", "grad_clip", "ema_decay", "seed", "data_sha256")
 
 
-def _digits_data() -> tuple[Tensor, dict[str, Any]]:
+def _digits_data(data_dir: str | None = None) -> tuple[Tensor, dict[str, Any]]:
     from .data.digits import load_digits
 
     images = load_digits()
@@ -64,12 +64,21 @@ _GMM_2D_DATA_SIZE = 100_000
 _GMM_2D_DATA_SEED = 0
 
 
-def _gmm_2d_data() -> tuple[Tensor, dict[str, Any]]:
+def _gmm_2d_data(data_dir: str | None = None) -> tuple[Tensor, dict[str, Any]]:
     from .data.toy import eight_gaussians
 
     points = eight_gaussians(_GMM_2D_DATA_SIZE, generator=torch.Generator().manual_seed(_GMM_2D_DATA_SEED))
     return points, {"name": "gmm-2d", "source": "bossflow.models.gmm_2d().sample (bossflow.data.eight_gaussians)",
                     "n": _GMM_2D_DATA_SIZE, "seed": _GMM_2D_DATA_SEED, "shape": [2]}
+
+
+def _fashion_mnist_data(data_dir: str | None = None) -> tuple[Tensor, dict[str, Any]]:
+    from .data.fashion_mnist import DEFAULT_FASHION_MNIST_DIR, load_fashion_mnist
+
+    images = load_fashion_mnist(data_dir, split="train")
+    return images, {"name": "fashion-mnist", "source": f"Fashion-MNIST IDX files in {data_dir or DEFAULT_FASHION_MNIST_DIR}",
+                    "split": "train", "n": int(images.shape[0]), "shape": list(images.shape[1:]),
+                    "pixels": "0..255 mapped linearly to [-1, 1]"}
 
 
 @dataclass(frozen=True)
@@ -85,7 +94,8 @@ class TeacherPreset:
         ema_decay: EMA decay of the exported weights.
         checkpoint_every: steps between checkpoints.
         weights_dtype: storage dtype of the exported ``model.safetensors``.
-        load_data: returns ``(data (N, *shape), data provenance)``.
+        load_data: ``load_data(data_dir)`` returns ``(data (N, *shape), data provenance)``;
+            ``data_dir`` is ``--data`` (``None``: the preset's default source).
         description: one line for ``--help``.
     """
 
@@ -97,7 +107,7 @@ class TeacherPreset:
     ema_decay: float
     checkpoint_every: int
     weights_dtype: str
-    load_data: Callable[[], tuple[Tensor, dict[str, Any]]] = field(repr=False)
+    load_data: Callable[[str | None], tuple[Tensor, dict[str, Any]]] = field(repr=False)
     description: str = ""
 
 
@@ -125,6 +135,19 @@ TEACHER_PRESETS: dict[str, TeacherPreset] = {
         weights_dtype="float32",
         load_data=_gmm_2d_data,
         description="the 8 Gaussians of the gmm-2d preset (100,000 points); VelocityMLP, 38k parameters",
+    ),
+    "fashion-mnist": TeacherPreset(
+        architecture="TinyUNet",
+        arch_kwargs={"channels": 1, "width": 32, "time_dim": 64},
+        steps=20000,
+        batch_size=64,
+        lr=1e-3,
+        ema_decay=0.9995,
+        checkpoint_every=250,
+        weights_dtype="float16",
+        load_data=_fashion_mnist_data,
+        description="Fashion-MNIST 28x28 (60,000 training images, --data DIR or Debian's dataset-fashion-mnist); "
+        "TinyUNet, 188k parameters; about an hour per few thousand steps on one CPU thread: use --resume",
     ),
 }
 """Built-in teachers: defaults train on a CPU in a few minutes."""
@@ -171,115 +194,6 @@ def _train_step(
     nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
     return float(loss.detach())
-
-
-def _update_ema(ema: dict[str, Tensor], model: nn.Module, decay: float, updates: int) -> None:
-    """``ema <- d ema + (1 - d) w`` with ``d = min(decay, (1 + n) / (10 + n))`` (warm-up for short runs)."""
-    d = min(decay, (1.0 + updates) / (10.0 + updates))
-    with torch.no_grad():
-        for name, value in model.state_dict().items():
-            if value.is_floating_point():
-                ema[name].mul_(d).add_(value, alpha=1.0 - d)
-            else:
-                ema[name].copy_(value)
-
-
-def _save_checkpoint(
-    path: Path,
-    *,
-    step: int,
-    config: dict[str, Any],
-    model: nn.Module,
-    ema: dict[str, Tensor],
-    optimizer: torch.optim.Optimizer,
-    generator: torch.Generator,
-    losses: list[float],
-    elapsed: float,
-) -> None:
-    import safetensors.torch
-
-    tensors: dict[str, Tensor] = {}
-    for name, value in model.state_dict().items():
-        tensors[f"model.{name}"] = value.detach().clone().contiguous()
-    for name, value in ema.items():
-        tensors[f"ema.{name}"] = value.clone().contiguous()
-    for index, state in optimizer.state_dict()["state"].items():
-        for key, value in state.items():
-            tensors[f"optim.{index}.{key}"] = torch.as_tensor(value).clone().contiguous()
-    tensors["rng.train"] = generator.get_state()
-    tensors["losses"] = torch.tensor(losses, dtype=torch.float64)
-    metadata = {
-        "format": CHECKPOINT_FORMAT,
-        "step": str(step),
-        "elapsed_seconds": repr(float(elapsed)),
-        "config": json.dumps(config, sort_keys=True),
-    }
-    blob = safetensors.torch.save(tensors, metadata=metadata)
-    write_atomic(path, lambda f: f.write(blob))
-
-
-def _load_checkpoint(path: Path) -> tuple[dict[str, str], dict[str, Tensor]]:
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-            tensors = {key: f.get_tensor(key) for key in f.keys()}
-    except OSError as exc:
-        raise FileFormatError(f"cannot read checkpoint {path}: {exc.strerror or exc}.") from None
-    except Exception as exc:  # SafetensorError on damaged files
-        raise FileFormatError(f"checkpoint {path} is damaged ({exc}); delete it to start again.") from None
-    if metadata.get("format") != CHECKPOINT_FORMAT:
-        raise FileFormatError(
-            f"{path} is not a bossflow teacher checkpoint (format {metadata.get('format')!r}, expected {CHECKPOINT_FORMAT!r})."
-        )
-    try:
-        int(metadata["step"])
-        if not isinstance(json.loads(metadata["config"]), dict):
-            raise ValueError("config is not a JSON object")
-        float(metadata.get("elapsed_seconds", "0"))
-    except (KeyError, ValueError) as exc:
-        raise FileFormatError(f"checkpoint {path} has damaged metadata ({exc}); delete it to start again.") from None
-    if "rng.train" not in tensors or "losses" not in tensors:
-        raise FileFormatError(f"checkpoint {path} lacks its generator state or loss history; delete it to start again.")
-    return metadata, tensors
-
-
-def _restore(
-    path: Path,
-    tensors: dict[str, Tensor],
-    model: nn.Module,
-    ema: dict[str, Tensor],
-    optimizer: torch.optim.Optimizer,
-    generator: torch.Generator,
-) -> None:
-    def part(prefix: str) -> dict[str, Tensor]:
-        return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-
-    try:
-        model.load_state_dict(part("model."))
-        ema_state = part("ema.")
-        if set(ema_state) != set(ema):
-            raise RuntimeError("EMA weights do not match the model")
-        for name, value in ema_state.items():
-            ema[name].copy_(value)
-        state: dict[int, dict[str, Tensor]] = {}
-        for key, value in part("optim.").items():
-            index, _, name = key.partition(".")
-            state.setdefault(int(index), {})[name] = value
-        optimizer.load_state_dict({"state": state, "param_groups": optimizer.state_dict()["param_groups"]})
-        generator.set_state(tensors["rng.train"])
-    except (RuntimeError, ValueError, KeyError) as exc:
-        raise FileFormatError(f"checkpoint {path} does not fit this model ({exc}); delete it to start again.") from None
-
-
-def _loss_curve(losses: list[float], points: int = 20) -> list[list[float]]:
-    """``[[last step, mean loss], ...]`` over ``points`` equal windows of the history."""
-    n = len(losses)
-    if n == 0:
-        return []
-    bounds = sorted({round(n * k / points) for k in range(points + 1)})
-    return [[int(b), sum(losses[a:b]) / (b - a)] for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 def train_teacher(
@@ -392,18 +306,13 @@ def train_teacher(
                     f"{out_dir} already holds a training checkpoint; pass --resume (resume=True) to continue it, "
                     "or choose another output folder."
                 )
-            metadata, tensors = _load_checkpoint(ckpt_path)
-            saved = json.loads(metadata["config"])
-            differ = [k for k in _RESUME_KEYS if saved.get(k) != config[k]]
-            if differ:
-                raise BossflowError(
-                    f"the checkpoint in {out_dir} was made with other settings ({', '.join(differ)}); "
-                    "resume with the same settings, or choose another output folder."
-                )
+            metadata, tensors = load_checkpoint(ckpt_path, CHECKPOINT_FORMAT, ("train",))
+            check_resume_config(ckpt_path, json.loads(metadata["config"]), config, _RESUME_KEYS)
             start = int(metadata["step"])
             if start > steps:
                 raise BossflowError(f"the checkpoint in {out_dir} is at step {start}, past the requested {steps} steps.")
-            _restore(ckpt_path, tensors, model, ema, optimizer, generator)
+            restore_checkpoint(ckpt_path, tensors, module=model, state_names=None, ema=ema, optimizer=optimizer,
+                               generators={"train": generator})
             losses = [float(v) for v in tensors["losses"].tolist()]
             elapsed_before = float(metadata.get("elapsed_seconds", "0"))
             logger.info("resuming %s from step %d", ckpt_path, start)
@@ -416,15 +325,16 @@ def train_teacher(
 
     def checkpoint(step: int) -> None:
         if ckpt_path is not None and checkpoint_every > 0:
-            _save_checkpoint(ckpt_path, step=step, config=config, model=model, ema=ema, optimizer=optimizer,
-                             generator=generator, losses=losses, elapsed=elapsed_before + time.perf_counter() - began)
+            save_checkpoint(ckpt_path, format_tag=CHECKPOINT_FORMAT, step=step, config=config, state=model.state_dict(),
+                            ema=ema, optimizer=optimizer, generators={"train": generator}, losses=losses,
+                            elapsed=elapsed_before + time.perf_counter() - began)
 
     desc = f"teacher {data_info['name']}" if isinstance(data_info, dict) and "name" in data_info else "teacher"
     bar = tqdm(total=steps, initial=start, disable=not progress, unit="step", desc=desc, dynamic_ncols=True)
     try:
         for step in range(start, steps):
             losses.append(_train_step(model, optimizer, data, generator, batch_size, grad_clip))
-            _update_ema(ema, model, ema_decay, step)
+            update_ema(ema, model.state_dict(), ema_decay, step)
             bar.update(1)
             if (step + 1) % 10 == 0 or step + 1 == steps:
                 window = losses[-50:]
@@ -454,7 +364,7 @@ def train_teacher(
             "exported": "EMA weights",
             "final_loss": sum(tail) / len(tail),
             "final_loss_window": len(tail),
-            "loss_curve": _loss_curve(losses),
+            "loss_curve": loss_curve(losses),
             "wall_seconds": round(elapsed, 1),
             "threads": torch.get_num_threads(),
             "torch": torch.__version__,
@@ -472,6 +382,7 @@ examples:
   bossflow teacher digits --out runs/digits-teacher            # a few minutes on a CPU
   bossflow teacher digits --out runs/digits-teacher --resume   # continue after an interruption
   bossflow teacher gmm-2d --out runs/gmm-teacher --steps 1000 --seed 1
+  bossflow teacher fashion-mnist --out runs/fmnist --threads 1     # long: rerun with --resume to go on
   bossflow schedule --model runs/digits-teacher --nfe 2,4,6 --out runs/digits-sched.json
 
 The output folder is a model directory (config.json + model.safetensors, the EMA weights)
@@ -502,7 +413,7 @@ def add_teacher_parser(subparsers: Any) -> argparse.ArgumentParser:
 
     p = subparsers.add_parser(
         "teacher",
-        help="train a flow-matching teacher on built-in data (digits, gmm-2d)",
+        help="train a flow-matching teacher on built-in data (digits, gmm-2d, fashion-mnist)",
         description="Train a velocity network by conditional flow matching on the linear path\n"
         "(t = 0 noise, t = 1 data) with AdamW, gradient clipping, EMA weights and checkpoints.\n\n"
         f"presets:\n{presets}",
@@ -517,6 +428,8 @@ def add_teacher_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--lr", type=_positive_float, help=f"AdamW learning rate (default: {defaults('lr')})")
     p.add_argument("--checkpoint-every", type=_non_negative_int, metavar="N",
                    help=f"steps between checkpoints, 0 for none (default: {defaults('checkpoint_every')})")
+    p.add_argument("--data", metavar="DIR",
+                   help="folder of the data files (fashion-mnist: the IDX files; default /usr/share/datasets/fashion-mnist)")
     p.add_argument("--threads", type=_positive_int, metavar="N", help="torch CPU threads (default: torch's choice)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -526,7 +439,8 @@ def add_teacher_parser(subparsers: Any) -> argparse.ArgumentParser:
 def _command_line(args: argparse.Namespace) -> str:
     words = ["bossflow", "teacher", args.preset, "--out", str(args.out)]
     for flag, value in (("--steps", args.steps), ("--seed", args.seed), ("--batch-size", args.batch_size),
-                        ("--lr", args.lr), ("--checkpoint-every", args.checkpoint_every), ("--threads", args.threads)):
+                        ("--lr", args.lr), ("--checkpoint-every", args.checkpoint_every), ("--data", args.data),
+                        ("--threads", args.threads)):
         if value is not None:
             words += [flag, str(value)]
     return shlex.join(words)
@@ -537,7 +451,7 @@ def cmd_teacher(args: argparse.Namespace) -> int:
     preset = TEACHER_PRESETS[args.preset]
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    data, data_info = preset.load_data()
+    data, data_info = preset.load_data(args.data)
     steps = args.steps if args.steps is not None else preset.steps
     try:
         train_teacher(

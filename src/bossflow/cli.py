@@ -212,9 +212,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", default="bossflow-eval", help="output folder (default: bossflow-eval)")
     e.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    from .sample import add_sample_parser
+    from .straighten import add_straighten_parser
     from .teachers import add_teacher_parser
 
     add_teacher_parser(sub)
+    add_straighten_parser(sub)
+    add_sample_parser(sub)
     return parser
 
 
@@ -347,7 +351,20 @@ def cmd_teacher(args: argparse.Namespace) -> int:
     return run_teacher(args)
 
 
-COMMANDS = {"schedule": cmd_schedule, "demo": cmd_demo, "bench": cmd_bench, "evaluate": cmd_evaluate, "teacher": cmd_teacher}
+def cmd_straighten(args: argparse.Namespace) -> int:
+    from .straighten import cmd_straighten as run_straighten
+
+    return run_straighten(args)
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from .sample import cmd_sample as run_sample
+
+    return run_sample(args)
+
+
+COMMANDS = {"schedule": cmd_schedule, "demo": cmd_demo, "bench": cmd_bench, "evaluate": cmd_evaluate, "teacher": cmd_teacher,
+            "straighten": cmd_straighten, "sample": cmd_sample}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

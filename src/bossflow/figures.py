@@ -325,3 +325,67 @@ def plot_digit_grids(grids: Mapping[str, Mapping[int, Any]], teacher: Any, teach
     if image is not None:
         fig.colorbar(image, ax=axes.ravel().tolist(), fraction=0.025, pad=0.02, label="ink (pixel value mapped to [0, 1])")
     return _save(fig, path, dpi)
+
+
+def save_image_grid(images: Any, path: str | os.PathLike, per_row: int, *, title: str | None = None,
+                    dpi: int = 110) -> Path:
+    """``(n, C, H, W)`` images in [-1, 1] (``C`` 1 or 3) as one mosaic, ``per_row`` images a row.
+
+    Pixels are mapped to [0, 1] and clamped; grey images use a plain grey scale (-1 black, 1 white).
+    Small mosaics are enlarged by a whole factor, so every pixel stays a sharp square.
+
+    Args:
+        images: ``(n, C, H, W)`` array or tensor.
+        path: PNG to write.
+        per_row: images per mosaic row.
+        title: line above the mosaic.
+        dpi: resolution.
+    """
+    x = np.asarray(images, dtype=np.float64)
+    if x.ndim != 4 or x.shape[1] not in (1, 3):
+        raise BossflowError(f"an image grid needs (n, C, H, W) images with C = 1 or 3, got shape {x.shape}.")
+    if not isinstance(per_row, int) or per_row < 1:
+        raise BossflowError(f"per_row must be a positive integer, got {per_row!r}.")
+    plt = _pyplot()
+    per_row = min(per_row, x.shape[0])
+    separator = (0.62, 0.71, 0.84)
+    if x.shape[1] == 1:
+        tile = _tile(x, per_row)
+        shown = {"cmap": plt.get_cmap("gray").with_extremes(bad=separator), "vmin": 0, "vmax": 1}
+    else:
+        tile = np.stack([_tile(x[:, c:c + 1], per_row) for c in range(3)], axis=-1)
+        tile[np.isnan(tile[..., 0])] = separator
+        shown = {}
+    h, w = tile.shape[:2]
+    scale = max(1, -(-512 // max(h, w)))  # enlarge small mosaics to about 512 pixels
+    fig = plt.figure(figsize=(w * scale / dpi, h * scale / dpi))
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.imshow(tile, interpolation="nearest", **shown)
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title, fontsize=9)
+    return _save(fig, path, dpi)
+
+
+def save_scatter(points: Any, path: str | os.PathLike, title: str, *, dpi: int = 110) -> Path:
+    """``(n, 2)`` points as one scatter plot with equal axes.
+
+    Args:
+        points: ``(n, 2)`` array or tensor.
+        path: PNG to write.
+        title: line above the plot.
+        dpi: resolution.
+    """
+    p = np.asarray(points, dtype=np.float64)
+    if p.ndim != 2 or p.shape[1] != 2:
+        raise BossflowError(f"a scatter plot needs (n, 2) points, got shape {p.shape}.")
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.0, 5.0))
+    ax.scatter(p[:, 0], p[:, 1], s=4, alpha=0.6, color=_PALETTE[0], linewidths=0, rasterized=True)
+    ax.set_aspect("equal")
+    ax.set_xlabel("$x_1$")
+    ax.set_ylabel("$x_2$")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, path, dpi)

@@ -1,0 +1,338 @@
+"""Teacher pair data for straightening: fine-trajectory states at the times of one or more schedules.
+
+For every seeded noise ``x_0`` the teacher is integrated on a fine grid (the union of a
+uniform ``grid_steps`` grid and every schedule time; Euler or Heun, optional sub-steps),
+and its states are kept at the *state times*: the union of the schedules' times (0 and 1
+always among them). A *transition* is one Euler step of one schedule, ``t_a -> t_b`` with
+evaluation time ``s_a``; a training pair is ``(x_a, x_b, t_a, t_b, s_a)`` for one noise and
+one transition. Time convention: ``t = 0`` noise, ``t = 1`` data.
+
+Pair data can be cached in a folder: ``meta.json`` (what made it: teacher fingerprint, state
+times, seed, grid, solver, sample shape) and shards ``shard-00000.safetensors`` of
+``shard_size`` noises each, written atomically. A later run with the same teacher and
+settings reuses every shard it finds, makes only the missing ones (so generation is
+resumable), and may ask for more samples than before: sample ``i`` is the same noise
+whatever the number of samples or shards (:func:`bossflow.gaussian_noise`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ._io import read_json, write_atomic, write_json_atomic
+from .errors import BossflowError, FileFormatError, ScheduleError
+from .noise import gaussian_noise
+from .schedules import Schedule, validate_times
+from .solvers import fine_trajectory, select_cond
+
+PAIRS_FORMAT = "bossflow.pairs/1"
+META_NAME = "meta.json"
+
+# Two schedule times closer than this are one state time (they come from float64 JSON).
+_TIME_TOLERANCE = 1e-12
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One Euler step of one schedule: from state time ``times[a]`` to ``times[b]``, model evaluated at ``eval_time``.
+
+    Attributes:
+        nfe: the budget of the schedule this step belongs to.
+        a: index of ``t_a`` in :attr:`PairData.times`.
+        b: index of ``t_b`` in :attr:`PairData.times`.
+        eval_time: ``s_a``, the time the model is evaluated at (``t_a`` unless the schedule says otherwise).
+    """
+
+    nfe: int
+    a: int
+    b: int
+    eval_time: float
+
+
+@dataclass
+class PairData:
+    """Teacher states at the state times of some schedules, for ``n`` noises.
+
+    Attributes:
+        states: ``(n, T, *shape)`` float32; ``states[:, 0]`` is the noise (t = 0), ``states[:, -1]``
+            the teacher's fine solution (t = 1).
+        times: ``(T,)`` float64 state times, 0 first, 1 last.
+        transitions: every step of every schedule, grouped by schedule (ascending NFE).
+        meta: how the data was made (JSON).
+    """
+
+    states: Tensor
+    times: np.ndarray
+    transitions: list[Transition]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.states.shape[0])
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return tuple(int(s) for s in self.states.shape[2:])
+
+    @property
+    def nfes(self) -> list[int]:
+        return sorted({tr.nfe for tr in self.transitions})
+
+    def select(self, nfes: Sequence[int]) -> "PairData":
+        """The same states with only the steps of the schedules of budgets ``nfes``."""
+        missing = sorted(set(nfes) - set(self.nfes))
+        if missing:
+            raise BossflowError(f"the pair data has no schedule with NFE {missing}; it has NFE {self.nfes}.")
+        kept = [tr for tr in self.transitions if tr.nfe in set(nfes)]
+        return PairData(self.states, self.times, kept, {**self.meta, "nfes": sorted(set(nfes))})
+
+
+def check_euler_schedule(schedule: Schedule, what: str = "schedule") -> None:
+    """Refuse schedules whose sampler is not Euler (OLSS's linear multistep update): they cannot be straightened."""
+    if "olss" in schedule.meta:
+        raise ScheduleError(
+            f"the {what} with NFE {schedule.nfe} is an OLSS schedule (a linear multistep update, not Euler steps); "
+            "straighten along an Euler schedule (bellman, global-dp, refined, uniform, ...)."
+        )
+
+
+def state_times(schedules: Sequence[Schedule]) -> np.ndarray:
+    """The union of the schedules' times (0 and 1 always), ``(T,)`` float64, ascending."""
+    merged = np.unique(np.concatenate([[0.0, 1.0], *[np.asarray(s.times, dtype=np.float64) for s in schedules]]))
+    keep = np.concatenate([[True], np.diff(merged) > _TIME_TOLERANCE])
+    merged = merged[keep]
+    merged[-1] = 1.0
+    return validate_times(merged, "state times")
+
+
+def schedule_transitions(schedules: Sequence[Schedule], times: np.ndarray) -> list[Transition]:
+    """Every Euler step of ``schedules`` (ascending NFE) as indices into ``times``."""
+    out = []
+    for schedule in sorted(schedules, key=lambda s: s.nfe):
+        check_euler_schedule(schedule)
+        index = np.searchsorted(times, np.asarray(schedule.times) - _TIME_TOLERANCE)
+        index = np.minimum(index, times.size - 1)
+        if not np.allclose(times[index], schedule.times, rtol=0, atol=1e-9):
+            raise ScheduleError(f"the schedule with NFE {schedule.nfe} has times missing from the pair data's state times.")
+        evals = schedule.evaluation_times
+        out += [Transition(schedule.nfe, int(index[k]), int(index[k + 1]), float(evals[k])) for k in range(schedule.nfe)]
+    return out
+
+
+def reference_grid(times: np.ndarray, grid_steps: int) -> np.ndarray:
+    """The fine integration grid: a uniform ``grid_steps`` grid merged with ``times``."""
+    if not isinstance(grid_steps, int) or grid_steps < 1:
+        raise BossflowError(f"grid_steps must be a positive integer, got {grid_steps!r}.")
+    return state_times([Schedule(np.linspace(0.0, 1.0, grid_steps + 1)), Schedule(times)])
+
+
+def teacher_states(
+    model: Callable[..., Tensor],
+    noise: Tensor,
+    times: np.ndarray,
+    *,
+    grid_steps: int = 100,
+    substeps: int = 1,
+    method: str = "euler",
+    batch_size: int = 256,
+    cond: dict | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> Tensor:
+    """The teacher's fine-trajectory states at ``times`` from each noise: ``(n, T, *shape)``.
+
+    Args:
+        model: teacher velocity model.
+        noise: ``(n, *shape)`` noises at t = 0.
+        times: ``(T,)`` state times (0 first, 1 last).
+        grid_steps: uniform grid merged with ``times`` for the fine integration.
+        substeps, method: sub-steps per grid interval and ``"euler"``/``"heun"`` (:func:`bossflow.fine_trajectory`).
+        batch_size: noises integrated at once.
+        cond: per-sample conditioning.
+        progress: called with the number of noises done after every batch.
+    """
+    times = validate_times(times, "state times")
+    grid = reference_grid(times, grid_steps)
+    where = np.searchsorted(grid, times - _TIME_TOLERANCE)
+    n = int(noise.shape[0])
+    parts = []
+    for begin in range(0, n, batch_size):
+        end = min(begin + batch_size, n)
+        traj = fine_trajectory(model, noise[begin:end], grid, substeps=substeps, method=method,
+                               cond=select_cond(cond or {}, slice(begin, end), n))
+        parts.append(traj.xs[torch.as_tensor(where)].transpose(0, 1).to(torch.float32))
+        if progress is not None:
+            progress(end - begin)
+    return torch.cat(parts)
+
+
+def _model_dtype(model: Any) -> torch.dtype:
+    if isinstance(model, torch.nn.Module):
+        for p in model.parameters():
+            return p.dtype
+    return torch.float32
+
+
+def _shard_path(folder: Path, index: int) -> Path:
+    return folder / f"shard-{index:05d}.safetensors"
+
+
+def _read_shard(path: Path, expected: tuple[int, ...]) -> Tensor | None:
+    """A cached shard's states, or ``None`` when it holds fewer noises than wanted (it is then remade)."""
+    import safetensors.torch
+
+    try:
+        states = safetensors.torch.load(path.read_bytes())["states"]
+    except OSError as exc:
+        raise FileFormatError(f"cannot read pair shard {path}: {exc.strerror or exc}.") from None
+    except Exception as exc:  # SafetensorError, KeyError on damaged or foreign files
+        raise FileFormatError(f"pair shard {path} is damaged ({exc}); delete it and run again to remake it.") from None
+    if tuple(states.shape[1:]) != expected[1:] or states.dtype != torch.float32:
+        raise FileFormatError(f"pair shard {path} does not fit its meta.json (shape {tuple(states.shape)}); delete the folder.")
+    return states if states.shape[0] >= expected[0] else None
+
+
+def teacher_pairs(
+    model: Callable[..., Tensor],
+    schedules: Sequence[Schedule],
+    shape: Sequence[int],
+    *,
+    samples: int = 4096,
+    seed: int = 0,
+    grid_steps: int = 100,
+    substeps: int = 1,
+    method: str = "euler",
+    batch_size: int = 256,
+    cache_dir: str | os.PathLike | None = None,
+    shard_size: int = 1024,
+    model_id: str | None = None,
+    progress: bool = True,
+) -> PairData:
+    """Pair data of ``model`` along ``schedules`` from ``samples`` seeded noises, cached when ``cache_dir`` is given.
+
+    Args:
+        model: teacher velocity model ``model(x, t)``.
+        schedules: Euler schedules whose steps become training pairs (several are mixed).
+        shape: shape of one sample.
+        samples: number of noises (sample ``i`` is ``gaussian_noise`` sample ``i`` of ``seed``).
+        seed: noise seed.
+        grid_steps, substeps, method: the fine teacher solution (:func:`teacher_states`).
+        batch_size: noises integrated at once.
+        cache_dir: folder of ``meta.json`` and shards, reused and extended across runs.
+        shard_size: noises per shard.
+        model_id: how the teacher is named in ``meta.json`` (its weights' fingerprint is stored too).
+        progress: show a tqdm bar.
+
+    Raises:
+        BossflowError: bad settings, or a cache folder made by another teacher or with other settings.
+    """
+    from tqdm.auto import tqdm
+
+    from .cost import model_fingerprint
+
+    if not schedules:
+        raise BossflowError("straightening needs at least one schedule.")
+    for name, value in (("samples", samples), ("batch_size", batch_size), ("shard_size", shard_size)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise BossflowError(f"{name} must be a positive integer, got {value!r}.")
+    times = state_times(schedules)
+    schedule_transitions(schedules, times)  # refuses non-Euler schedules before any work
+    shape = tuple(int(s) for s in shape)
+    if cache_dir is not None:
+        times = _cached_times(Path(cache_dir), times)
+    meta = {
+        "format": PAIRS_FORMAT,
+        "model": model_id,
+        "model_sha256": model_fingerprint(model),
+        "times": times.tolist(),
+        "seed": seed,
+        "grid_steps": grid_steps,
+        "substeps": substeps,
+        "method": method,
+        "shape": list(shape),
+        "shard_size": shard_size,
+        "noise": "bossflow.gaussian_noise (per-sample seeds), float32 draw",
+    }
+    dtype = _model_dtype(model)
+    bar = tqdm(total=samples, disable=not progress, unit="noise", desc="teacher pairs", dynamic_ncols=True)
+
+    def make(start: int, count: int) -> Tensor:
+        noise = gaussian_noise(count, shape, seed=seed, start=start, dtype=dtype)
+        return teacher_states(model, noise, times, grid_steps=grid_steps, substeps=substeps, method=method,
+                              batch_size=batch_size, progress=bar.update)
+
+    try:
+        if cache_dir is None:
+            states = make(0, samples)
+        else:
+            states = _cached_states(Path(cache_dir), meta, samples, shard_size, make, bar, (len(times), *shape))
+    finally:
+        bar.close()
+    transitions = schedule_transitions(schedules, times)
+    meta["samples"] = samples
+    meta["nfes"] = sorted({tr.nfe for tr in transitions})
+    return PairData(states=states, times=times, transitions=transitions, meta=meta)
+
+
+def _cached_times(folder: Path, times: np.ndarray) -> np.ndarray:
+    """The cache's state times when they include every one of ``times`` (a cache made for more budgets serves fewer)."""
+    meta_path = folder / META_NAME
+    if not meta_path.exists():
+        return times
+    saved = read_json(meta_path, "pair cache meta")
+    cached = np.asarray(saved.get("times", []) if isinstance(saved, dict) else [], dtype=np.float64)
+    if cached.ndim == 1 and cached.size >= 2 and all(np.any(np.abs(cached - t) <= _TIME_TOLERANCE) for t in times):
+        return cached
+    return times
+
+
+_META_KEYS = ("format", "model_sha256", "times", "seed", "grid_steps", "substeps", "method", "shape", "shard_size")
+
+
+def _cached_states(
+    folder: Path,
+    meta: dict[str, Any],
+    samples: int,
+    shard_size: int,
+    make: Callable[[int, int], Tensor],
+    bar: Any,
+    state_shape: tuple[int, ...],
+) -> Tensor:
+    import safetensors.torch
+
+    meta_path = folder / META_NAME
+    if meta_path.exists():
+        saved = read_json(meta_path, "pair cache meta")
+        if not isinstance(saved, dict) or saved.get("format") != PAIRS_FORMAT:
+            raise FileFormatError(f"{meta_path} is not bossflow pair data; choose another pairs folder.")
+        differ = [k for k in _META_KEYS if saved.get(k) != meta[k]]
+        if differ:
+            raise BossflowError(
+                f"the pair data in {folder} was made with another teacher or settings ({', '.join(differ)}); "
+                "choose another pairs folder, or delete it to remake the pairs."
+            )
+    elif folder.exists() and any(folder.iterdir()):
+        raise BossflowError(f"pairs folder {folder} is not empty and holds no {META_NAME}; choose an empty or new folder.")
+    else:
+        write_json_atomic(meta_path, meta)
+    parts = []
+    for index in range(-(-samples // shard_size)):
+        start = index * shard_size
+        count = min(shard_size, samples - start)
+        path = _shard_path(folder, index)
+        states = _read_shard(path, (count, *state_shape)) if path.exists() else None
+        if states is None:
+            states = make(start, count)
+            blob = safetensors.torch.save({"states": states.contiguous()},
+                                          metadata={"format": PAIRS_FORMAT, "start": str(start), "count": str(count)})
+            write_atomic(path, lambda f, blob=blob: f.write(blob))
+        else:
+            bar.update(count)
+        parts.append(states[:count])
+    return torch.cat(parts)

@@ -1,0 +1,544 @@
+"""Straightening (BOSS, Nguyen et al. ICLR 2024, Sec. 4): fine-tune a flow so few Euler steps land on its teacher.
+
+Objective ``"boss"``: on teacher pairs ``(x_a, x_b)`` at consecutive times ``t_a < t_b`` of a
+schedule (:mod:`bossflow.pairs`), regress
+
+    v(x_a, s_a)  on  (x_b - x_a) / (t_b - t_a)
+
+so one Euler step ``x_a + (t_b - t_a) v(x_a, s_a)`` lands where the teacher's fine solution
+lands (``s_a = t_a`` unless the schedule carries evaluation times). With several schedules
+(budgets) a batch draws a schedule uniformly, then one of its steps uniformly.
+
+Objective ``"reflow"`` (Liu et al. 2022, the baseline): on the same teacher's couplings
+``(x_0, x_1)`` (noise and fine solution), regress ``v(x_t, t)`` on ``x_1 - x_0`` at
+``x_t = (1 - t) x_0 + t x_1``, ``t ~ U(0, 1)``, at the same number of gradient steps.
+
+Full fine-tuning or LoRA (through ``peft``: adapters on every ``nn.Linear``/``nn.Conv2d`` by
+default, picked by type; merged into a plain network on export), AdamW, gradient-norm
+clipping, EMA of the trained weights (exported), seeded draws, and atomic checkpoints
+(weights, EMA, optimizer moments, step, generator state) every ``checkpoint_every`` steps:
+resuming gives the same final weights as an uninterrupted run (same machine and threads).
+Time convention: ``t = 0`` noise, ``t = 1`` data.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .errors import BossflowError
+from .noise import sample_seed
+from .pairs import PairData
+from .training import check_resume_config, load_checkpoint, loss_curve, restore_checkpoint, save_checkpoint, update_ema
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = "bossflow.straighten-checkpoint/1"
+CHECKPOINT_NAME = "checkpoint.safetensors"
+OBJECTIVES = ("boss", "reflow")
+
+_RESUME_KEYS = ("objective", "lora", "batch_size", "lr", "weight_decay", "grad_clip", "ema_decay", "seed",
+                "distance", "teacher_sha256", "pairs")
+
+
+def mse_distance(prediction: Tensor, target: Tensor) -> Tensor:
+    """Per-sample mean squared error: ``(B, *shape) -> (B,)``."""
+    return (prediction - target).pow(2).flatten(1).mean(1)
+
+
+def pseudo_huber_distance(prediction: Tensor, target: Tensor, c: float = 0.03) -> Tensor:
+    """Per-sample pseudo-Huber distance ``sqrt(|d|^2 / D + c^2) - c`` (Song & Dhariwal 2023): ``(B,)``."""
+    return ((prediction - target).pow(2).flatten(1).mean(1) + c * c).sqrt() - c
+
+
+DISTANCES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {"mse": mse_distance, "pseudo-huber": pseudo_huber_distance}
+"""Built-in training distances ``(prediction, target) -> (B,)``; a callable of that form may be passed instead."""
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """LoRA adapters for straightening (applied through ``peft``).
+
+    Attributes:
+        rank: adapter rank r.
+        alpha: scaling numerator (the update is ``alpha / r * B A``); ``None`` means ``alpha = rank``.
+        targets: module names to adapt; ``None`` means every ``nn.Linear`` and ``nn.Conv2d``.
+    """
+
+    rank: int = 8
+    alpha: float | None = None
+    targets: tuple[str, ...] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"rank": self.rank, "alpha": self.alpha if self.alpha is not None else float(self.rank),
+                "targets": list(self.targets) if self.targets is not None else None}
+
+
+def lora_targets(model: nn.Module) -> list[str]:
+    """Names of the modules LoRA adapts by default: every ``nn.Linear`` and ``nn.Conv2d`` (by type, not name)."""
+    return [name for name, module in model.named_modules() if name and isinstance(module, (nn.Linear, nn.Conv2d))]
+
+
+def add_lora(model: nn.Module, settings: LoraSettings, *, seed: int = 0) -> nn.Module:
+    """A copy of ``model`` with LoRA adapters (``peft``); only the adapters are trainable.
+
+    The adapters' ``B`` matrices start at zero, so the result computes exactly what ``model``
+    does until it is trained; ``A`` is initialised from ``seed`` (the global generator is untouched).
+
+    Raises:
+        BossflowError: ``peft`` is missing, or the settings name no adaptable module.
+    """
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError:
+        raise BossflowError("LoRA needs the peft package; install it with `pip install peft`.") from None
+    if not isinstance(settings.rank, int) or settings.rank < 1:
+        raise BossflowError(f"the LoRA rank must be a positive integer, got {settings.rank!r}.")
+    available = lora_targets(model)
+    targets = list(settings.targets) if settings.targets is not None else available
+    unknown = [t for t in targets if t not in available]
+    if unknown or not targets:
+        raise BossflowError(
+            f"LoRA targets {unknown or targets} are not nn.Linear/nn.Conv2d modules of this model; "
+            f"choose among {', '.join(available)}."
+        )
+    config = LoraConfig(r=settings.rank, lora_alpha=settings.to_json()["alpha"], target_modules=targets,
+                        lora_dropout=0.0, bias="none")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return get_peft_model(copy.deepcopy(model), config)
+
+
+def merge_lora(model: nn.Module) -> nn.Module:
+    """The plain network of a LoRA model with the adapters merged into its weights (a copy)."""
+    return copy.deepcopy(model).merge_and_unload()
+
+
+def _boss_batch(pairs: PairData, table: dict[str, Tensor], generator: torch.Generator, batch_size: int) -> tuple[Tensor, Tensor, Tensor]:
+    """``(x_a, s_a, target)``: a schedule uniformly, one of its steps uniformly, a noise uniformly."""
+    group = torch.randint(table["counts"].numel(), (batch_size,), generator=generator)
+    within = (torch.rand(batch_size, generator=generator, dtype=torch.float64) * table["counts"][group]).long()
+    step = table["offsets"][group] + torch.minimum(within, table["counts"][group] - 1)
+    sample = torch.randint(pairs.n_samples, (batch_size,), generator=generator)
+    a, b = table["a"][step], table["b"][step]
+    x_a, x_b = pairs.states[sample, a], pairs.states[sample, b]
+    dt = (table["times"][b] - table["times"][a]).reshape(-1, *([1] * (x_a.ndim - 1)))
+    target = (x_b - x_a) / dt.to(x_a.dtype)
+    return x_a, table["eval"][step].to(x_a.dtype), target
+
+
+def _reflow_batch(pairs: PairData, generator: torch.Generator, batch_size: int) -> tuple[Tensor, Tensor, Tensor]:
+    """``(x_t, t, x_1 - x_0)`` on the teacher's couplings, ``t ~ U(0, 1)``."""
+    sample = torch.randint(pairs.n_samples, (batch_size,), generator=generator)
+    t = torch.rand(batch_size, generator=generator, dtype=pairs.states.dtype)
+    x0, x1 = pairs.states[sample, 0], pairs.states[sample, -1]
+    tt = t.reshape(-1, *([1] * (x0.ndim - 1)))
+    return (1 - tt) * x0 + tt * x1, t, x1 - x0
+
+
+def _transition_table(pairs: PairData) -> dict[str, Tensor]:
+    nfes = pairs.nfes
+    counts = torch.tensor([sum(tr.nfe == k for tr in pairs.transitions) for k in nfes])
+    ordered = sorted(pairs.transitions, key=lambda tr: tr.nfe)
+    return {
+        "counts": counts,
+        "offsets": torch.cumsum(counts, 0) - counts,
+        "a": torch.tensor([tr.a for tr in ordered]),
+        "b": torch.tensor([tr.b for tr in ordered]),
+        "eval": torch.tensor([tr.eval_time for tr in ordered], dtype=torch.float64),
+        "times": torch.tensor(np.asarray(pairs.times, dtype=np.float64)),
+    }
+
+
+def _trainable_names(model: nn.Module) -> list[str]:
+    return [name for name, p in model.named_parameters() if p.requires_grad]
+
+
+def straighten(
+    teacher: nn.Module,
+    pairs: PairData,
+    *,
+    objective: str = "boss",
+    steps: int = 2000,
+    batch_size: int = 128,
+    lr: float | None = None,
+    weight_decay: float = 0.0,
+    grad_clip: float = 1.0,
+    ema_decay: float = 0.999,
+    lora: LoraSettings | None = None,
+    distance: str | Callable[[Tensor, Tensor], Tensor] = "mse",
+    seed: int = 0,
+    out_dir: str | os.PathLike | None = None,
+    checkpoint_every: int = 250,
+    resume: bool = False,
+    progress: bool = True,
+    on_step: Callable[[int, float], None] | None = None,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Fine-tune a copy of ``teacher`` on ``pairs``: BOSS straightening or the reflow baseline.
+
+    Args:
+        teacher: the pretrained velocity network ``teacher(x, t)`` (not modified).
+        pairs: teacher states from :func:`bossflow.pairs.teacher_pairs`.
+        objective: ``"boss"`` (steps of the schedules) or ``"reflow"`` (straight couplings).
+        steps: total optimizer steps (on resume, the target step).
+        batch_size: pairs per step.
+        lr: AdamW learning rate; ``None``: 1e-4 for full fine-tuning, 1e-3 for LoRA.
+        weight_decay: AdamW decoupled weight decay.
+        grad_clip: maximum gradient norm.
+        ema_decay: EMA decay of the exported weights (warm-up ``min(decay, (1 + n) / (10 + n))``).
+        lora: LoRA settings, or ``None`` for full fine-tuning.
+        distance: a key of :data:`DISTANCES` or ``fn(prediction, target) -> (B,)``.
+        seed: seeds the LoRA initialisation and every batch draw.
+        out_dir: folder of ``checkpoint.safetensors`` (``None``: no checkpoints).
+        checkpoint_every: steps between checkpoints (``0``: none; a final one is always written when positive).
+        resume: continue from ``out_dir``'s checkpoint (a fresh start when there is none).
+        progress: show a tqdm bar with the running loss.
+        on_step: called as ``on_step(step, loss)`` after every step (step counts from 1).
+
+    Returns:
+        ``(student, record)``: the plain float32 network with the EMA weights (LoRA merged), in
+        eval mode, and a JSON record of the run (settings, loss curve, time).
+
+    Raises:
+        BossflowError: bad settings, a checkpoint without ``resume``, or a checkpoint made with other settings.
+    """
+    from tqdm.auto import tqdm
+
+    from .cost import model_fingerprint
+
+    if objective not in OBJECTIVES:
+        raise BossflowError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}.")
+    if not isinstance(teacher, nn.Module):
+        raise BossflowError("straightening fine-tunes a torch nn.Module; this teacher is a plain function.")
+    for name, value in (("steps", steps), ("batch_size", batch_size)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise BossflowError(f"{name} must be a positive integer, got {value!r}.")
+    lr = lr if lr is not None else (1e-3 if lora is not None else 1e-4)
+    for name, value in (("lr", lr), ("grad_clip", grad_clip)):
+        if not isinstance(value, (int, float)) or not value > 0:
+            raise BossflowError(f"{name} must be a positive number, got {value!r}.")
+    if not (isinstance(ema_decay, (int, float)) and 0 <= ema_decay < 1):
+        raise BossflowError(f"ema_decay must be in [0, 1), got {ema_decay!r}.")
+    if not (isinstance(seed, int) and seed >= 0):
+        raise BossflowError(f"seed must be a non-negative integer, got {seed!r}.")
+    if not (isinstance(checkpoint_every, int) and checkpoint_every >= 0):
+        raise BossflowError(f"checkpoint_every must be a non-negative integer, got {checkpoint_every!r}.")
+    if resume and out_dir is None:
+        raise BossflowError("resume needs out_dir, the folder holding the checkpoint.")
+    if isinstance(distance, str):
+        if distance not in DISTANCES:
+            raise BossflowError(f"distance must be one of {', '.join(DISTANCES)} or a callable, got {distance!r}.")
+        distance_name, distance_fn = distance, DISTANCES[distance]
+    elif callable(distance):
+        distance_name, distance_fn = getattr(distance, "__name__", "custom"), distance
+    else:
+        raise BossflowError(f"distance must be a name or a callable, got {distance!r}.")
+    if objective == "boss" and not pairs.transitions:
+        raise BossflowError("the pair data holds no schedule steps to straighten along.")
+
+    teacher_sha = model_fingerprint(teacher)
+    config = {
+        "objective": objective,
+        "lora": lora.to_json() if lora is not None else None,
+        "batch_size": batch_size,
+        "lr": float(lr),
+        "weight_decay": float(weight_decay),
+        "grad_clip": float(grad_clip),
+        "ema_decay": float(ema_decay),
+        "seed": seed,
+        "distance": distance_name,
+        "teacher_sha256": teacher_sha,
+        "pairs": {k: pairs.meta.get(k) for k in ("model_sha256", "times", "seed", "grid_steps", "substeps", "method",
+                                                  "samples")} | {"nfes": pairs.nfes},
+    }
+
+    if lora is not None:
+        student = add_lora(teacher, lora, seed=sample_seed(seed, 0))
+    else:
+        student = copy.deepcopy(teacher)
+        for p in student.parameters():
+            p.requires_grad_(True)
+    student.train()
+    names = _trainable_names(student)
+    params = dict(student.named_parameters())
+    ema = {name: params[name].detach().clone() for name in names}
+    optimizer = torch.optim.AdamW([params[n] for n in names], lr=lr, weight_decay=weight_decay)
+    generator = torch.Generator().manual_seed(sample_seed(seed, 1))
+    table = _transition_table(pairs) if objective == "boss" else None
+    losses: list[float] = []
+    start, elapsed_before = 0, 0.0
+
+    ckpt_path = Path(out_dir) / CHECKPOINT_NAME if out_dir is not None else None
+    if ckpt_path is not None and ckpt_path.exists():
+        if not resume:
+            raise BossflowError(
+                f"{out_dir} already holds a straightening checkpoint; pass --resume (resume=True) to continue it, "
+                "or choose another output folder."
+            )
+        metadata, tensors = load_checkpoint(ckpt_path, CHECKPOINT_FORMAT, ("train",))
+        check_resume_config(ckpt_path, json.loads(metadata["config"]), config, _RESUME_KEYS)
+        start = int(metadata["step"])
+        if start > steps:
+            raise BossflowError(f"the checkpoint in {out_dir} is at step {start}, past the requested {steps} steps.")
+        restore_checkpoint(ckpt_path, tensors, module=student, state_names=set(names), ema=ema, optimizer=optimizer,
+                           generators={"train": generator})
+        losses = [float(v) for v in tensors["losses"].tolist()]
+        elapsed_before = float(metadata.get("elapsed_seconds", "0"))
+        logger.info("resuming %s from step %d", ckpt_path, start)
+
+    began = time.perf_counter()
+
+    def checkpoint(step: int) -> None:
+        if ckpt_path is not None and checkpoint_every > 0:
+            save_checkpoint(ckpt_path, format_tag=CHECKPOINT_FORMAT, step=step, config=config,
+                            state={n: params[n] for n in names}, ema=ema, optimizer=optimizer,
+                            generators={"train": generator}, losses=losses,
+                            elapsed=elapsed_before + time.perf_counter() - began)
+
+    label = f"{objective}{' LoRA' if lora is not None else ''}"
+    bar = tqdm(total=steps, initial=start, disable=not progress, unit="step", desc=f"straighten ({label})",
+               dynamic_ncols=True)
+    try:
+        for step in range(start, steps):
+            if objective == "boss":
+                x, t, target = _boss_batch(pairs, table, generator, batch_size)
+            else:
+                x, t, target = _reflow_batch(pairs, generator, batch_size)
+            loss = distance_fn(student(x, t), target).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_([params[n] for n in names], grad_clip)
+            optimizer.step()
+            losses.append(float(loss.detach()))
+            update_ema(ema, params, ema_decay, step)
+            bar.update(1)
+            if (step + 1) % 10 == 0 or step + 1 == steps:
+                window = losses[-50:]
+                bar.set_postfix(loss=f"{sum(window) / len(window):.4f}", refresh=False)
+            if on_step is not None:
+                on_step(step + 1, losses[-1])
+            if checkpoint_every > 0 and (step + 1) % checkpoint_every == 0 and step + 1 < steps:
+                checkpoint(step + 1)
+    finally:
+        bar.close()
+    if start < steps:
+        checkpoint(steps)
+    elapsed = elapsed_before + time.perf_counter() - began
+
+    with torch.no_grad():
+        for name in names:
+            params[name].copy_(ema[name])
+    result = merge_lora(student) if lora is not None else student
+    for p in result.parameters():
+        p.requires_grad_(False)
+    result.eval()
+    if hasattr(teacher, "sample_shape"):
+        result.sample_shape = teacher.sample_shape
+    tail = losses[-min(100, len(losses)):]
+    record = {
+        **{k: v for k, v in config.items() if k != "pairs"},
+        "objective_text": _OBJECTIVE_TEXT[objective],
+        "optimizer": "AdamW",
+        "steps": steps,
+        "trainable_parameters": int(sum(params[n].numel() for n in names)),
+        "exported": "EMA weights" + (" with LoRA merged" if lora is not None else ""),
+        "pairs": config["pairs"],
+        "final_loss": sum(tail) / len(tail) if tail else None,
+        "loss_curve": loss_curve(losses),
+        "wall_seconds": round(elapsed, 1),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }
+    return result, record
+
+
+_OBJECTIVE_TEXT = {
+    "boss": "BOSS straightening: || v(x_a, s_a) - (x_b - x_a) / (t_b - t_a) ||^2 on teacher states at consecutive schedule times",
+    "reflow": "reflow: || v(x_t, t) - (x_1 - x_0) ||^2, x_t = (1 - t) x_0 + t x_1 on teacher couplings, t ~ U(0, 1)",
+}
+
+
+__all__ = [
+    "DISTANCES",
+    "LoraSettings",
+    "OBJECTIVES",
+    "add_lora",
+    "lora_targets",
+    "merge_lora",
+    "mse_distance",
+    "pseudo_huber_distance",
+    "straighten",
+]
+
+
+STRAIGHTEN_EXAMPLES = """\
+examples:
+  bossflow schedule --model digits --nfe 2,4,6 --out runs/digits-sched.json
+  bossflow straighten --model digits --schedule runs/digits-sched.json --nfe 2 --out runs/digits-boss2
+  bossflow straighten --model digits --schedule runs/digits-sched.json --lora-rank 8 --steps 2000 --out runs/digits-lora
+  bossflow straighten --model digits --schedule runs/digits-sched.json --objective reflow --out runs/digits-reflow
+  bossflow straighten ... --resume                  # continue after an interruption
+  bossflow sample --model runs/digits-boss2 --schedule runs/digits-sched.json --nfe 2 --out grid.png
+
+Pairs: the teacher's fine solutions (Euler on a uniform --grid-steps grid merged with the
+schedule times) from --samples seeded noises, kept at the schedule times. They are cached
+in --pairs (default OUT/pairs) and reused by every run given the same folder, teacher and
+times, e.g. a BOSS run and its reflow baseline. Without --nfe every schedule in the file
+is straightened at once (budgets mixed, as in the paper); --nfe 2 gives one model per budget.
+The output folder is a model directory (config.json + model.safetensors, EMA weights, LoRA
+merged) that every --model option accepts, plus schedules.json (the schedules it was
+straightened along) and checkpoint.safetensors (for --resume).
+"""
+
+
+def add_straighten_parser(subparsers: Any) -> Any:
+    """Add the ``straighten`` subcommand to an ``argparse`` subparsers object and return its parser."""
+    import argparse
+
+    from .cli import _int_list, _non_negative_int, _positive_int
+    from .teachers import _positive_float
+
+    p = subparsers.add_parser(
+        "straighten",
+        help="fine-tune a model so few Euler steps along its schedule land on its fine solution (BOSS; reflow baseline)",
+        description="Straighten a flow along a schedule (BOSS, Nguyen et al. 2024): regress v(x_a, s_a) on\n"
+        "(x_b - x_a) / (t_b - t_a) for teacher states at consecutive schedule times; or, with\n"
+        "--objective reflow, the reflow baseline (Liu et al. 2022) on the same teacher couplings.\n"
+        "Full fine-tuning, or LoRA adapters (peft) with --lora-rank. AdamW, gradient clipping,\n"
+        "EMA weights, seeded, resumable.",
+        epilog=STRAIGHTEN_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--model", required=True, help="the teacher: a shipped teacher (digits, gmm-2d-teacher) or a model directory")
+    p.add_argument("--schedule", metavar="FILE", help="schedule file from `bossflow schedule` (optional with --objective reflow)")
+    p.add_argument("--nfe", type=_int_list, metavar="K[,K...]", help="budgets of the file to straighten along (default: all)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output model directory (also holds checkpoint and pairs)")
+    p.add_argument("--objective", choices=OBJECTIVES, default="boss", help="boss (default) or the reflow baseline")
+    p.add_argument("--steps", type=_positive_int, default=2000, metavar="N", help="optimizer steps (default: 2000)")
+    p.add_argument("--batch-size", type=_positive_int, default=128, metavar="B", help="pairs per step (default: 128)")
+    p.add_argument("--lr", type=_positive_float, help="AdamW learning rate (default: 1e-4 full, 1e-3 LoRA)")
+    p.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay (default: 0)")
+    p.add_argument("--grad-clip", type=_positive_float, default=1.0, help="maximum gradient norm (default: 1)")
+    p.add_argument("--ema-decay", type=float, default=0.999, help="EMA decay of the exported weights (default: 0.999)")
+    p.add_argument("--distance", choices=list(DISTANCES), default="mse", help="training distance (default: mse)")
+    p.add_argument("--lora-rank", type=_positive_int, metavar="R", help="train LoRA adapters of rank R instead of every weight")
+    p.add_argument("--lora-alpha", type=_positive_float, metavar="A", help="LoRA alpha (default: the rank)")
+    p.add_argument("--lora-targets", metavar="NAME[,NAME...]",
+                   help="modules to adapt (default: every nn.Linear and nn.Conv2d)")
+    p.add_argument("--samples", type=_positive_int, default=4096, metavar="N", help="teacher trajectories (default: 4096)")
+    p.add_argument("--pairs", metavar="DIR", help="pair cache folder, shareable between runs (default: OUT/pairs)")
+    p.add_argument("--grid-steps", type=_positive_int, default=100, metavar="N",
+                   help="uniform fine grid of the teacher's solution, merged with the schedule times (default: 100)")
+    p.add_argument("--substeps", type=_positive_int, default=1, metavar="S", help="Euler sub-steps per grid interval (default: 1)")
+    p.add_argument("--pair-batch-size", type=_positive_int, default=256, metavar="B", help="noises integrated at once (default: 256)")
+    p.add_argument("--seed", type=_non_negative_int, default=0, help="seed of the noises, LoRA init and batches (default: 0)")
+    p.add_argument("--checkpoint-every", type=_non_negative_int, default=250, metavar="N",
+                   help="steps between checkpoints, 0 for none (default: 250)")
+    p.add_argument("--threads", type=_positive_int, metavar="N", help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def _straighten_schedules(path: str | None, nfes: list[int] | None, objective: str) -> list[Any]:
+    from .schedules import load_schedules
+
+    if path is None:
+        if objective == "boss":
+            raise BossflowError("--objective boss straightens along a schedule: pass --schedule FILE (from `bossflow schedule`).")
+        if nfes:
+            raise BossflowError("--nfe picks budgets of --schedule; pass the schedule file too.")
+        return []
+    found = load_schedules(path)
+    if nfes:
+        missing = sorted(set(nfes) - set(found))
+        if missing:
+            raise BossflowError(f"{path} has no schedule with NFE {missing}; it has NFE {sorted(found)}.")
+        found = {k: found[k] for k in sorted(set(nfes))}
+    from .pairs import check_euler_schedule
+
+    for schedule in found.values():
+        check_euler_schedule(schedule, f"schedule in {path}")
+    return [found[k] for k in sorted(found)]
+
+
+def cmd_straighten(args: Any) -> int:
+    """Run ``bossflow straighten``: pairs, training, and the exported model directory ``--out``."""
+    import shlex
+    import sys
+
+    from . import __version__
+    from .checkpoints import CONFIG_NAME, WEIGHTS_NAME, file_size_text, load_model_dir, resolve_model_dir, save_model_dir
+    from .pairs import teacher_pairs
+    from .schedules import save_schedules
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    folder = resolve_model_dir(args.model)
+    if folder is None:
+        raise BossflowError(
+            f"--model {args.model!r} is not a model directory; straightening needs a trained network saved as a model "
+            "directory (a shipped teacher such as digits, or the output of `bossflow teacher`)."
+        )
+    out = Path(args.out)
+    if (out / CONFIG_NAME).exists() and not (out / CHECKPOINT_NAME).exists():
+        raise BossflowError(f"{out} already holds a model and no checkpoint to resume; choose another output folder.")
+    if (out / CHECKPOINT_NAME).exists() and not args.resume:
+        raise BossflowError(f"{out} already holds a straightening checkpoint; pass --resume to continue it, "
+                            "or choose another output folder.")
+    teacher, config = load_model_dir(folder)
+    schedules = _straighten_schedules(args.schedule, args.nfe, args.objective)
+    lora = None
+    if args.lora_rank is not None:
+        targets = tuple(t for t in args.lora_targets.split(",") if t) if args.lora_targets else None
+        lora = LoraSettings(rank=args.lora_rank, alpha=args.lora_alpha, targets=targets)
+    elif args.lora_alpha is not None or args.lora_targets:
+        raise BossflowError("--lora-alpha and --lora-targets need --lora-rank.")
+    if lora is not None:
+        add_lora(teacher, lora)  # check the settings and peft before generating pairs
+
+    from .schedules import Schedule
+
+    pairs = teacher_pairs(
+        teacher, schedules or [Schedule([0.0, 1.0])], tuple(config["sample_shape"]), samples=args.samples, seed=args.seed,
+        grid_steps=args.grid_steps, substeps=args.substeps, batch_size=args.pair_batch_size,
+        cache_dir=args.pairs if args.pairs is not None else out / "pairs", model_id=str(args.model),
+        progress=not args.quiet,
+    )
+    try:
+        student, record = straighten(
+            teacher, pairs, objective=args.objective, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+            weight_decay=args.weight_decay, grad_clip=args.grad_clip, ema_decay=args.ema_decay, lora=lora,
+            distance=args.distance, seed=args.seed, out_dir=out, checkpoint_every=args.checkpoint_every,
+            resume=args.resume, progress=not args.quiet,
+        )
+    except KeyboardInterrupt:
+        print(f"bossflow: interrupted; the last checkpoint in {out} is kept: rerun with --resume to continue.",
+              file=sys.stderr)
+        return 130
+    argv = ["bossflow", "straighten", *sys.argv[2:]] if len(sys.argv) > 2 and sys.argv[1] == "straighten" else None
+    training = {**record, "teacher": str(args.model), "teacher_training": config.get("training"),
+                "schedule_file": args.schedule, "bossflow": __version__,
+                **({"command": shlex.join(argv)} if argv else {})}
+    save_model_dir(student, out, architecture=config["architecture"], kwargs=config["kwargs"],
+                   sample_shape=config["sample_shape"], weights_dtype="float32", data=config.get("data"),
+                   training=training)
+    if schedules:
+        save_schedules(out / "schedules.json", schedules, straightened=str(out), teacher=str(args.model))
+    size = file_size_text((out / WEIGHTS_NAME).stat().st_size)
+    budgets = f" along NFE {', '.join(str(s.nfe) for s in schedules)}" if schedules else ""
+    print(f"straightened {args.model} ({args.objective}{', LoRA rank %d' % lora.rank if lora else ''}){budgets} "
+          f"for {args.steps} steps in {record['wall_seconds']:.0f} s, final loss {record['final_loss']:.4g}")
+    print(f"wrote {out / CONFIG_NAME} and {out / WEIGHTS_NAME} ({size})"
+          + (f"; schedules in {out / 'schedules.json'}" if schedules else ""))
+    return 0

@@ -1,0 +1,395 @@
+"""Straightening: pair data, BOSS and reflow training, LoRA, resume, the ``straighten`` command.
+
+The teacher is the shipped 2-D flow (``gmm-2d-teacher``, a VelocityMLP trained on the eight
+Gaussians), so every run is real training on a real network, small enough for the default suite.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import bossflow as bf
+from bossflow.checkpoints import load_model_dir, shipped_model_dir
+from bossflow.cli import main
+from bossflow.errors import BossflowError, FileFormatError, ScheduleError
+from bossflow.pairs import PairData, schedule_transitions, state_times, teacher_pairs, teacher_states
+from bossflow.straighten import (
+    CHECKPOINT_NAME,
+    LoraSettings,
+    _boss_batch,
+    _transition_table,
+    add_lora,
+    lora_targets,
+    merge_lora,
+    straighten,
+)
+
+SHAPE = (2,)
+
+
+@pytest.fixture(scope="module")
+def teacher():
+    model, _ = load_model_dir(shipped_model_dir("gmm-2d-teacher"))
+    return model
+
+
+@pytest.fixture(scope="module")
+def schedules():
+    return {2: bf.custom_schedule([0.0, 0.45, 1.0]), 4: bf.custom_schedule([0.0, 0.3, 0.55, 0.8, 1.0])}
+
+
+@pytest.fixture(scope="module")
+def pairs(teacher, schedules):
+    return teacher_pairs(teacher, list(schedules.values()), SHAPE, samples=512, seed=0, grid_steps=50, progress=False)
+
+
+def _weights(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _rmse(model, schedule, teacher, n=1000, seed=7):
+    noise = bf.gaussian_noise(n, SHAPE, seed=seed)
+    with torch.no_grad():
+        reference = bf.euler(teacher, noise, bf.uniform_schedule(200))
+        return bf.endpoint_rmse(bf.euler(model, noise, schedule), reference)
+
+
+# --- pair data -----------------------------------------------------------------------------
+
+
+def test_pair_states_are_the_teachers_fine_trajectory(teacher, schedules, pairs):
+    assert isinstance(pairs, PairData)
+    assert pairs.states.shape == (512, 6, 2) and pairs.states.dtype == torch.float32
+    np.testing.assert_allclose(pairs.times, [0.0, 0.3, 0.45, 0.55, 0.8, 1.0])
+    assert pairs.nfes == [2, 4] and len(pairs.transitions) == 6
+    noise = bf.gaussian_noise(512, SHAPE, seed=0)
+    assert torch.equal(pairs.states[:, 0], noise)
+    # The fine grid holds every state time, so the Euler solution there is the state.
+    grid = np.union1d(np.linspace(0, 1, 51), pairs.times)
+    with torch.no_grad():
+        traj = bf.fine_trajectory(teacher, noise[:16], grid)
+    for j, t in enumerate(pairs.times):
+        torch.testing.assert_close(pairs.states[:16, j], traj.xs[int(np.argmin(np.abs(grid - t)))], rtol=0, atol=1e-6)
+
+
+def test_transitions_follow_each_schedule_with_its_eval_times():
+    a = bf.custom_schedule([0.0, 0.5, 1.0], eval_times=[0.1, 0.6])
+    b = bf.custom_schedule([0.0, 0.25, 0.5, 1.0])
+    times = state_times([a, b])
+    np.testing.assert_array_equal(times, [0.0, 0.25, 0.5, 1.0])
+    steps = schedule_transitions([b, a], times)
+    assert [(s.nfe, s.a, s.b, s.eval_time) for s in steps] == [
+        (2, 0, 2, 0.1), (2, 2, 3, 0.6), (3, 0, 1, 0.0), (3, 1, 2, 0.25), (3, 2, 3, 0.5)]
+
+
+def test_olss_schedules_are_refused():
+    olss = bf.Schedule([0.0, 0.5, 1.0], method="olss", olss={"coefficients": []})
+    with pytest.raises(ScheduleError, match="OLSS"):
+        schedule_transitions([olss], state_times([olss]))
+
+
+def test_pair_cache_is_reused_extended_and_checked(tmp_path, teacher, schedules, monkeypatch):
+    cache = tmp_path / "pairs"
+    first = teacher_pairs(teacher, [schedules[2]], SHAPE, samples=40, shard_size=16, grid_steps=20, cache_dir=cache,
+                          progress=False)
+    assert sorted(p.name for p in cache.iterdir()) == ["meta.json", "shard-00000.safetensors",
+                                                      "shard-00001.safetensors", "shard-00002.safetensors"]
+    # More samples: only the short last shard and the new one are made, the first rows are unchanged.
+    more = teacher_pairs(teacher, [schedules[2]], SHAPE, samples=60, shard_size=16, grid_steps=20, cache_dir=cache,
+                         progress=False)
+    assert torch.equal(more.states[:40], first.states)
+    direct = teacher_pairs(teacher, [schedules[2]], SHAPE, samples=60, grid_steps=20, progress=False)
+    torch.testing.assert_close(more.states, direct.states, rtol=0, atol=1e-6)
+
+    # A complete cache is read, never recomputed.
+    import bossflow.pairs as pairs_module
+
+    def fail(*args, **kwargs):
+        raise AssertionError("recomputed")
+
+    monkeypatch.setattr(pairs_module, "teacher_states", fail)
+    again = teacher_pairs(teacher, [schedules[2]], SHAPE, samples=60, shard_size=16, grid_steps=20, cache_dir=cache,
+                          progress=False)
+    assert torch.equal(again.states, more.states)
+    monkeypatch.undo()
+
+    # Other settings: a clear refusal, nothing overwritten.
+    with pytest.raises(BossflowError, match="grid_steps"):
+        teacher_pairs(teacher, [schedules[2]], SHAPE, samples=60, shard_size=16, grid_steps=30, cache_dir=cache,
+                      progress=False)
+    other = bf.VelocityMLP(2, hidden=16, depth=1, time_dim=8)
+    with pytest.raises(BossflowError, match="model_sha256"):
+        teacher_pairs(other, [schedules[2]], SHAPE, samples=60, shard_size=16, grid_steps=20, cache_dir=cache,
+                      progress=False)
+    (cache / "shard-00001.safetensors").write_bytes(b"not a shard")
+    with pytest.raises(FileFormatError, match="damaged"):
+        teacher_pairs(teacher, [schedules[2]], SHAPE, samples=60, shard_size=16, grid_steps=20, cache_dir=cache,
+                      progress=False)
+
+
+def test_select_keeps_the_steps_of_some_budgets(pairs):
+    two = pairs.select([2])
+    assert two.nfes == [2] and len(two.transitions) == 2 and two.states is pairs.states
+    with pytest.raises(BossflowError, match="NFE"):
+        pairs.select([3])
+
+
+def test_a_cache_for_more_budgets_serves_fewer(tmp_path, teacher, schedules):
+    cache = tmp_path / "pairs"
+    both = teacher_pairs(teacher, list(schedules.values()), SHAPE, samples=24, grid_steps=20, cache_dir=cache, progress=False)
+    two = teacher_pairs(teacher, [schedules[2]], SHAPE, samples=24, grid_steps=20, cache_dir=cache, progress=False)
+    np.testing.assert_array_equal(two.times, both.times)
+    assert two.nfes == [2] and len(two.transitions) == 2
+    assert torch.equal(two.states, both.states)
+
+
+def test_teacher_states_do_not_depend_on_batching(teacher):
+    noise = bf.gaussian_noise(30, SHAPE, seed=3)
+    times = np.array([0.0, 0.4, 1.0])
+    a = teacher_states(teacher, noise, times, grid_steps=10, batch_size=30)
+    b = teacher_states(teacher, noise, times, grid_steps=10, batch_size=7)
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+
+
+# --- training -------------------------------------------------------------------------------
+
+
+def test_boss_batch_targets_are_the_euler_step_velocities(pairs):
+    gen = torch.Generator().manual_seed(0)
+    table = _transition_table(pairs)
+    x_a, s_a, target = _boss_batch(pairs, table, gen, 4096)
+    # Every drawn pair is an exact transition of one schedule.
+    steps = {(round(pairs.times[tr.a], 6), round(pairs.times[tr.b], 6)) for tr in pairs.transitions}
+    assert set(np.round(s_a.double().numpy(), 6).tolist()) <= {a for a, _ in steps}
+    # A schedule uniformly, then one of its steps: t_a = 0 opens both, 1/2 * 1/2 + 1/2 * 1/4 = 3/8 of the draws.
+    share = float((s_a == 0).double().mean())
+    assert 0.35 < share < 0.40
+    assert torch.isfinite(target).all() and x_a.shape == target.shape == (4096, 2)
+
+
+def test_straightening_lowers_the_two_step_error_on_the_2d_teacher(teacher, schedules, pairs):
+    before = _rmse(teacher, schedules[2], teacher)
+    student, record = straighten(teacher, pairs.select([2]), steps=300,
+                                 batch_size=256, lr=1e-3, seed=0, progress=False)
+    after = _rmse(student, schedules[2], teacher)
+    assert after < 0.6 * before, (before, after)
+    assert record["objective"] == "boss" and record["steps"] == 300 and len(record["loss_curve"]) == 20
+    assert record["loss_curve"][-1][1] < record["loss_curve"][0][1]
+    assert not any(p.requires_grad for p in student.parameters())
+
+
+def test_straightening_leaves_the_teacher_alone_and_is_seeded(teacher, pairs):
+    before = _weights(teacher)
+    a, _ = straighten(teacher, pairs, steps=5, batch_size=32, seed=3, progress=False)
+    b, _ = straighten(teacher, pairs, steps=5, batch_size=32, seed=3, progress=False)
+    c, _ = straighten(teacher, pairs, steps=5, batch_size=32, seed=4, progress=False)
+    assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())
+    assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
+    assert not all(torch.equal(v, c.state_dict()[k]) for k, v in a.state_dict().items())
+
+
+def test_reflow_trains_on_straight_couplings(teacher, pairs):
+    student, record = straighten(teacher, pairs, objective="reflow", steps=200, batch_size=256, lr=1e-3, progress=False)
+    assert record["objective"] == "reflow"
+    # Reflow makes the one-step map closer to the teacher's coupling than the teacher itself.
+    one_step = bf.uniform_schedule(1)
+    assert _rmse(student, one_step, teacher) < _rmse(teacher, one_step, teacher)
+
+
+def test_lora_trains_only_the_adapters_and_merges_exactly(teacher, pairs):
+    settings = LoraSettings(rank=4)
+    adapted = add_lora(teacher, settings, seed=0)
+    base = {k: v.detach().clone() for k, v in adapted.named_parameters() if "lora_" not in k}
+    trainable = [p for p in adapted.parameters() if p.requires_grad]
+    names = [k for k, p in adapted.named_parameters() if p.requires_grad]
+    assert names and all("lora_" in k for k in names)
+    x = torch.randn(8, 2)
+    t = torch.rand(8)
+    with torch.no_grad():
+        torch.testing.assert_close(adapted(x, t), teacher(x, t), rtol=0, atol=0)  # B starts at zero
+    optimizer = torch.optim.AdamW(trainable, lr=1e-2)
+    gen = torch.Generator().manual_seed(0)
+    table = _transition_table(pairs)
+    for _ in range(5):
+        x_a, s_a, target = _boss_batch(pairs, table, gen, 64)
+        loss = (adapted(x_a, s_a) - target).pow(2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    for k, p in adapted.named_parameters():
+        if "lora_" not in k:
+            assert torch.equal(p, base[k]), k  # base weights bitwise unchanged
+    merged = merge_lora(adapted)
+    assert type(merged) is type(teacher)
+    assert set(merged.state_dict()) == set(teacher.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(merged(x, t), adapted(x, t), rtol=1e-5, atol=1e-5)
+        assert not torch.allclose(merged(x, t), teacher(x, t))
+
+
+def test_lora_straightening_exports_a_plain_network(tmp_path, teacher, pairs):
+    student, record = straighten(teacher, pairs, steps=20, batch_size=64, lora=LoraSettings(rank=2), out_dir=tmp_path,
+                                 checkpoint_every=10, progress=False)
+    assert type(student) is type(teacher) and set(student.state_dict()) == set(teacher.state_dict())
+    assert record["lora"] == {"rank": 2, "alpha": 2.0, "targets": None}
+    assert record["trainable_parameters"] < sum(p.numel() for p in teacher.parameters()) / 2
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / CHECKPOINT_NAME), framework="pt") as f:
+        saved = [k for k in f.keys() if k.startswith("model.")]
+    assert saved and all("lora_" in k for k in saved)  # the checkpoint holds only the adapters
+
+
+def test_lora_settings_are_checked(teacher):
+    assert lora_targets(teacher)
+    with pytest.raises(BossflowError, match="not nn.Linear"):
+        add_lora(teacher, LoraSettings(rank=2, targets=("nonexistent",)))
+    with pytest.raises(BossflowError, match="rank"):
+        add_lora(teacher, LoraSettings(rank=0))
+
+
+@pytest.mark.parametrize("lora", [None, LoraSettings(rank=2)], ids=["full", "lora"])
+def test_resume_after_a_kill_gives_the_same_weights(tmp_path, teacher, pairs, lora):
+    settings = dict(steps=12, batch_size=32, lr=1e-3, lora=lora, checkpoint_every=5, progress=False)
+    whole, _ = straighten(teacher, pairs, out_dir=tmp_path / "whole", **settings)
+
+    def kill(step, loss):
+        if step == 8:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        straighten(teacher, pairs, out_dir=tmp_path / "killed", on_step=kill, **settings)
+    with pytest.raises(BossflowError, match="resume"):
+        straighten(teacher, pairs, out_dir=tmp_path / "killed", **settings)
+    resumed, record = straighten(teacher, pairs, out_dir=tmp_path / "killed", resume=True, **settings)
+    for k, v in whole.state_dict().items():
+        assert torch.equal(v, resumed.state_dict()[k]), k
+    assert record["steps"] == 12
+
+
+def test_resume_refuses_other_settings_and_damaged_checkpoints(tmp_path, teacher, pairs):
+    straighten(teacher, pairs, steps=4, batch_size=16, out_dir=tmp_path, checkpoint_every=2, progress=False)
+    with pytest.raises(BossflowError, match="lr"):
+        straighten(teacher, pairs, steps=8, batch_size=16, lr=5e-4, out_dir=tmp_path, resume=True, progress=False)
+    with pytest.raises(BossflowError, match="objective"):
+        straighten(teacher, pairs, objective="reflow", steps=8, batch_size=16, out_dir=tmp_path, resume=True,
+                   progress=False)
+    (tmp_path / CHECKPOINT_NAME).write_bytes(b"\x00" * 64)
+    with pytest.raises(FileFormatError, match="damaged"):
+        straighten(teacher, pairs, steps=8, batch_size=16, out_dir=tmp_path, resume=True, progress=False)
+
+
+def test_a_teacher_checkpoint_is_not_a_straightening_checkpoint(tmp_path, teacher, pairs):
+    from bossflow.teachers import train_teacher
+
+    train_teacher(torch.randn(64, 2), architecture="VelocityMLP", arch_kwargs={"dim": 2, "hidden": 8, "depth": 1,
+                  "time_dim": 4}, steps=2, batch_size=8, out_dir=tmp_path, checkpoint_every=1, progress=False)
+    with pytest.raises(FileFormatError, match="straighten-checkpoint"):
+        straighten(teacher, pairs, steps=4, out_dir=tmp_path, resume=True, progress=False)
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    (dict(objective="distill"), "objective"),
+    (dict(steps=0), "steps"),
+    (dict(lr=-1.0), "lr"),
+    (dict(ema_decay=1.0), "ema_decay"),
+    (dict(distance="lpips"), "distance"),
+    (dict(resume=True), "out_dir"),
+])
+def test_bad_settings_are_refused(teacher, pairs, kwargs, words):
+    with pytest.raises(BossflowError, match=words):
+        straighten(teacher, pairs, progress=False, **kwargs)
+
+
+# --- the command ----------------------------------------------------------------------------
+
+
+def _schedule_file(tmp_path, schedules):
+    path = tmp_path / "sched.json"
+    bf.save_schedules(path, list(schedules.values()))
+    return path
+
+
+def test_cmd_straighten_end_to_end_then_sample_and_search_again(tmp_path, capsys, schedules):
+    sched = _schedule_file(tmp_path, schedules)
+    out = tmp_path / "boss"
+    argv = ["straighten", "--model", "gmm-2d-teacher", "--schedule", str(sched), "--nfe", "2", "--out", str(out),
+            "--steps", "30", "--samples", "64", "--grid-steps", "20", "--lr", "1e-3", "--quiet", "--threads", "1"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "along NFE 2" in printed and "model.safetensors" in printed
+    config = json.loads((out / "config.json").read_text())
+    assert config["architecture"] == "VelocityMLP" and config["training"]["objective"] == "boss"
+    assert config["training"]["pairs"]["nfes"] == [2] and config["data"]["name"] == "gmm-2d"
+    assert bf.load_schedules(out / "schedules.json").keys() == {2}
+    assert (out / "pairs" / "meta.json").exists()
+    model, _ = load_model_dir(out)
+    assert model.sample_shape == (2,)
+
+    # The straightened model is a model directory like any other: sample it, search it again.
+    assert main(["sample", "--model", str(out), "--schedule", str(sched), "--nfe", "2", "--n", "16",
+                 "--out", str(tmp_path / "x.npy"), "--quiet"]) == 0
+    assert np.load(tmp_path / "x.npy").shape == (16, 2)
+    assert main(["schedule", "--model", str(out), "--nfe", "2", "--samples", "32", "--grid-steps", "20",
+                 "--out", str(tmp_path / "again.json"), "--quiet"]) == 0
+    assert bf.load_schedules(tmp_path / "again.json").keys() == {2}
+
+    # Rerunning into the same folder is refused; --resume of a finished run just exports again.
+    assert main(argv) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert main([*argv, "--resume"]) == 0
+
+
+def test_cmd_straighten_lora_and_reflow_share_the_pairs(tmp_path, capsys, schedules):
+    sched = _schedule_file(tmp_path, schedules)
+    common = ["--model", "gmm-2d-teacher", "--schedule", str(sched), "--steps", "10", "--samples", "32",
+              "--grid-steps", "20", "--pairs", str(tmp_path / "pairs"), "--quiet"]
+    assert main(["straighten", *common, "--lora-rank", "2", "--out", str(tmp_path / "lora")]) == 0
+    assert main(["straighten", *common, "--objective", "reflow", "--out", str(tmp_path / "reflow")]) == 0
+    lora = json.loads((tmp_path / "lora" / "config.json").read_text())["training"]
+    reflow = json.loads((tmp_path / "reflow" / "config.json").read_text())["training"]
+    assert lora["lora"]["rank"] == 2 and reflow["objective"] == "reflow"
+    assert lora["pairs"]["times"] == reflow["pairs"]["times"]
+    assert sorted(p.name for p in (tmp_path / "pairs").iterdir()) == ["meta.json", "shard-00000.safetensors"]
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--model", "gmm-2d"], "not a model directory"),
+    (["--model", "gmm-2d-teacher"], "--schedule"),
+    (["--model", "gmm-2d-teacher", "--schedule", "missing.json"], "does not exist"),
+    (["--model", "gmm-2d-teacher", "--schedule", "SCHED", "--nfe", "3"], "no schedule with NFE [3]"),
+    (["--model", "gmm-2d-teacher", "--schedule", "SCHED", "--lora-alpha", "4"], "--lora-rank"),
+    (["--model", "gmm-2d-teacher", "--schedule", "SCHED", "--lora-rank", "2", "--lora-targets", "nope"], "not nn.Linear"),
+    (["--model", "NOTADIR"], "no config.json"),
+])
+def test_cmd_straighten_bad_input_is_one_line(tmp_path, capsys, schedules, extra, words):
+    sched = _schedule_file(tmp_path, schedules)
+    (tmp_path / "notadir").mkdir()
+    extra = [str(sched) if e == "SCHED" else str(tmp_path / "notadir") if e == "NOTADIR" else e for e in extra]
+    code = main(["straighten", *extra, "--out", str(tmp_path / "out"), "--steps", "2", "--samples", "8", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert words in err, err
+    assert not (tmp_path / "out" / "config.json").exists()
+
+
+def test_cmd_straighten_damaged_checkpoint_is_one_line(tmp_path, capsys, schedules):
+    sched = _schedule_file(tmp_path, schedules)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / CHECKPOINT_NAME).write_bytes(b"garbage")
+    code = main(["straighten", "--model", "gmm-2d-teacher", "--schedule", str(sched), "--out", str(out), "--steps", "2",
+                 "--samples", "8", "--quiet", "--resume"])
+    err = capsys.readouterr().err
+    assert code == 2 and "damaged" in err and err.count("\n") == 1
+
+
+def test_straighten_help_has_examples(capsys):
+    with pytest.raises(SystemExit):
+        main(["straighten", "--help"])
+    out = capsys.readouterr().out
+    assert "examples:" in out and "--lora-rank" in out and "reflow" in out

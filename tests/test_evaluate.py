@@ -119,8 +119,66 @@ def test_data_for_trained_teachers():
     from bossflow.loading import load_model
 
     loaded = load_model("gmm-2d-teacher")
-    data, text, is_digits = data_for_model("gmm-2d-teacher", loaded.model, (2,), 10, 0, torch.float32)
-    assert data.shape == (10, 2) and "exact gmm-2d samples" in text and not is_digits
+    data, text, features = data_for_model("gmm-2d-teacher", loaded.model, (2,), 10, 0, torch.float32)
+    assert data.shape == (10, 2) and "exact gmm-2d samples" in text and features is None
+    loaded = load_model("digits")
+    data, text, features = data_for_model("digits", loaded.model, (1, 8, 8), 10, 0, torch.float32)
+    assert data.shape == (1797, 1, 8, 8) and "real digits" in text and features == "digits"
+
+
+def _fashion_model_dir(tmp_path):
+    """A model directory whose config says it was trained on Fashion-MNIST (only its config is read)."""
+    doc = json.loads((Path(bf.__file__).parent / "weights" / "digits" / "config.json").read_text())
+    doc["sample_shape"], doc["data"] = [1, 28, 28], {"name": "fashion-mnist", "shape": [1, 28, 28]}
+    folder = tmp_path / "fmnist-teacher"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(doc))
+    return folder
+
+
+def test_fashion_mnist_models_are_compared_with_the_test_split(tmp_path):
+    from bossflow.data.fashion_mnist import DEFAULT_FASHION_MNIST_DIR
+    from bossflow.evaluate import ScheduleEvaluator, data_for_model, format_evaluation
+
+    if not Path(DEFAULT_FASHION_MNIST_DIR).is_dir():
+        pytest.skip(f"Fashion-MNIST is not installed in {DEFAULT_FASHION_MNIST_DIR}")
+    folder = str(_fashion_model_dir(tmp_path))
+
+    def shrink(x, t):  # any flow will do: the point is which data and features it is measured against
+        return -0.5 * x
+
+    data, text, features = data_for_model(folder, shrink, (1, 28, 28), 10, 3, torch.float32)
+    assert data.shape == (2000, 1, 28, 28) and features == "fashion-mnist" and "random subset" in text
+    again, _, _ = data_for_model(folder, shrink, (1, 28, 28), 10, 3, torch.float32)
+    assert torch.equal(data, again)  # seeded
+    assert data_for_model(folder, shrink, (1, 28, 28), 20_000, 3, torch.float32)[0].shape[0] == 10_000
+    evaluator = ScheduleEvaluator(shrink, (1, 28, 28), model_id=folder, samples=20)
+    assert evaluator.features == "fashion-mnist" and not evaluator.digits
+    row, _ = evaluator.score(bf.uniform_schedule(2))
+    assert row.fd is not None and row.fd > 0
+    report = {"info": evaluator.info(), "rows": [vars(evaluator.reference_row()), vars(row)]}
+    assert report["info"]["fd_features"] == "fashion-mnist"
+    text = format_evaluation(report)
+    assert "fashion-mnist FD" in text and "10,000 Fashion-MNIST test images" in text
+    # no Fréchet distance when asked for none, through either keyword
+    assert ScheduleEvaluator(shrink, (1, 28, 28), model_id=folder, samples=20, features=None)._fd_stats is None
+    assert ScheduleEvaluator(shrink, (1, 28, 28), model_id=folder, samples=20, digits=False).features is None
+
+
+def test_evaluator_feature_switches():
+    from bossflow.evaluate import ScheduleEvaluator
+
+    with pytest.raises(BossflowError, match="known: digits, fashion-mnist"):
+        ScheduleEvaluator(bf.models.gmm_2d(), (2,), model_id="gmm-2d", samples=10, features="cifar10")
+    with pytest.raises(BossflowError, match="not both"):
+        ScheduleEvaluator(bf.models.gmm_2d(), (2,), model_id="gmm-2d", samples=10, features="fashion-mnist", digits=True)
+    from bossflow.data.digits import load_digits
+
+    real = load_digits()[:50]
+    evaluator = ScheduleEvaluator(bf.models.gmm_2d(), (2,), model_id="gmm-2d", samples=10)
+    assert evaluator.features is None and not evaluator.digits
+    evaluator = ScheduleEvaluator(lambda x, t: -x, (1, 8, 8), model_id="f", samples=10, data=real, digits=True)
+    assert evaluator.features == "digits" and evaluator.digits and evaluator.fd_reference == "the data"
 
 
 def test_shipped_digits_classifier():

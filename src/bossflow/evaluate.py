@@ -11,8 +11,9 @@ noises (``samples`` of them, seed ``seed``, default 1: fresh against the search 
   2,000 samples, else sliced (``w2_kind`` says which);
 * ``mmd2``: squared MMD to the data, Gaussian kernel, biased V-statistic, one bandwidth
   per model (the median heuristic on the data, recorded in the report);
-* ``fd``: for digits, the Fréchet distance between features of the shipped digits
-  classifier (:mod:`bossflow.classifier`) of the samples and of the real digits;
+* ``fd``: for digits and Fashion-MNIST, the Fréchet distance between features of the
+  shipped classifier of that data set (:mod:`bossflow.classifier`) of the samples and of
+  its reference: all 1,797 real digits, or the 10,000 Fashion-MNIST test images;
 * ``fid``: only when the user supplies a feature extractor (``inception``) and reference
   statistics (``ref_stats``): the Fréchet distance on those features (real FID with
   Inception weights);
@@ -21,8 +22,11 @@ noises (``samples`` of them, seed ``seed``, default 1: fresh against the search 
 
 The data a model is compared with: exact samples for the mixture flows (seed ``seed + 1``);
 the 1,797 real digits for the digits teacher (and any model directory trained on
-digits); exact ``gmm-2d`` samples for ``gmm-2d-teacher``; otherwise the reference solutions
-of independent noises (seed ``seed + 1``), which measures sampler error, not model quality.
+digits); for a model directory trained on Fashion-MNIST, a random subset (seed
+``seed + 1``) of ``min(max(samples, 2000), 10000)`` Fashion-MNIST test images, read from
+the Debian ``dataset-fashion-mnist`` folder; exact ``gmm-2d`` samples for ``gmm-2d-teacher``;
+otherwise the reference solutions of independent noises (seed ``seed + 1``), which
+measures sampler error, not model quality.
 A ``reference`` row scores the dopri5 solutions themselves: the floor of every distance.
 
 Time convention: ``t = 0`` noise, ``t = 1`` data.
@@ -131,28 +135,55 @@ def schedule_sources(specs: Sequence[str], nfes: Sequence[int] | None) -> list[t
     return out
 
 
+FASHION_MNIST_MIN_DATA = 2000
+"""Fewest Fashion-MNIST test images a Fashion-MNIST model is compared with (W2, MMD²)."""
+
+
 def data_for_model(spec: str, model: Callable[..., Tensor], shape: tuple[int, ...], n: int, seed: int,
-                   dtype: torch.dtype) -> tuple[Tensor, str, bool]:
+                   dtype: torch.dtype) -> tuple[Tensor, str, str | None]:
     """The samples a model's outputs are compared with.
 
+    Args:
+        spec: the model's name (a model directory's config says what data it was trained on).
+        model: the velocity model (mixture flows sample their data exactly).
+        shape: shape of one sample.
+        n: number of evaluation samples.
+        seed: seed of sampled data and of the Fashion-MNIST subset.
+        dtype: dtype of the returned data.
+
     Returns:
-        ``(data, description, is_digits)``; see the module docstring for the rules.
+        ``(data, description, features)``: ``features`` names the feature classifier of
+        :mod:`bossflow.classifier` whose Fréchet distance applies (``"digits"``,
+        ``"fashion-mnist"``), or is ``None``; see the module docstring for the rules.
+
+    Raises:
+        BossflowError: a Fashion-MNIST model, but the data set is not installed.
     """
     if callable(getattr(model, "sample", None)):
-        return model.sample(n, generator=torch.Generator().manual_seed(seed)), f"{n} exact mixture samples", False
+        return model.sample(n, generator=torch.Generator().manual_seed(seed)), f"{n} exact mixture samples", None
     trained_on = _training_data_name(spec)
     if trained_on == "digits" and tuple(shape) == (1, 8, 8):
         from .data.digits import load_digits
 
         digits = load_digits(dtype=dtype)
-        return digits, f"the {digits.shape[0]:,} real digits (sklearn load_digits)", True
+        return digits, f"the {digits.shape[0]:,} real digits (sklearn load_digits)", "digits"
+    if trained_on == "fashion-mnist" and tuple(shape) == (1, 28, 28):
+        from .classifier import fashion_mnist_reference
+
+        test = fashion_mnist_reference()
+        m = min(max(n, FASHION_MNIST_MIN_DATA), test.shape[0])
+        if m == test.shape[0]:
+            return test.to(dtype, copy=True), f"the {m:,} Fashion-MNIST test images", "fashion-mnist"
+        keep = torch.randperm(test.shape[0], generator=torch.Generator().manual_seed(seed))[:m].sort().values
+        return test[keep].to(dtype), (f"{m:,} Fashion-MNIST test images (a random subset of the {test.shape[0]:,}, "
+                                      f"seed {seed}; at least {FASHION_MNIST_MIN_DATA:,})"), "fashion-mnist"
     if trained_on == "gmm-2d" and tuple(shape) == (2,):
         from .models import gmm_2d
 
         return gmm_2d().sample(n, generator=torch.Generator().manual_seed(seed), dtype=dtype), \
-            f"{n} exact gmm-2d samples (the teacher's training distribution)", False
+            f"{n} exact gmm-2d samples (the teacher's training distribution)", None
     noise = gaussian_noise(n, shape, seed=seed, dtype=dtype)
-    return reference_solve(model, noise), f"{n} reference solutions of independent noises (no data known for this model)", False
+    return reference_solve(model, noise), f"{n} reference solutions of independent noises (no data known for this model)", None
 
 
 def _training_data_name(spec: str) -> str | None:
@@ -229,7 +260,12 @@ class ScheduleEvaluator:
         seed: seed of the evaluation noises (default 1, apart from the search seed 0); data samples use ``seed + 1``.
         data: samples to compare with, or ``None`` to choose by :func:`data_for_model`.
         data_source: description of ``data`` when given.
-        digits: compute the digits Fréchet distance (``data`` must then be real digits).
+        features: which feature classifier's Fréchet distance to compute (a name of
+            :data:`bossflow.classifier.FEATURE_CLASSIFIERS`), or ``None`` for none; the default
+            ``"auto"`` takes the one :func:`data_for_model` names (none when ``data`` is given).
+            Chosen by :func:`data_for_model`, it is measured against the classifier's reference
+            (all digits; the 10,000 Fashion-MNIST test images); else against ``data``'s features.
+        digits: the older switch: ``True`` is ``features="digits"``, ``False`` is ``features=None``.
         batch_size: noises sampled at once.
         reference_tol: dopri5 ``rtol = atol``; default 1e-8 for float64 models, 1e-5 otherwise.
         inception: path of a feature extractor for FID (needs ``ref_stats``).
@@ -246,6 +282,7 @@ class ScheduleEvaluator:
         seed: int = 1,
         data: Tensor | None = None,
         data_source: str | None = None,
+        features: str | None = "auto",
         digits: bool | None = None,
         batch_size: int = 500,
         reference_tol: float | None = None,
@@ -270,19 +307,38 @@ class ScheduleEvaluator:
         self.dtype = model_dtype(model)
         self.noise = gaussian_noise(samples, self.shape, seed=seed, dtype=self.dtype)
         self.reference_tol = reference_tol or (1e-8 if self.dtype == torch.float64 else 1e-5)
-        if data is None:
-            data, data_source, found_digits = data_for_model(model_id, model, self.shape, samples, seed + 1, self.dtype)
-            digits = found_digits if digits is None else digits
-        self.data, self.data_source, self.digits = data, data_source or "given samples", bool(digits)
-        self.bandwidth = median_bandwidth(self.data)
-        self._digits_stats = None
-        if self.digits:
-            from .classifier import digits_features
+        if digits is not None:
+            if features not in ("auto", "digits" if digits else None):
+                raise BossflowError(f"give features={features!r} or digits={digits!r}, not both.")
+            features = "digits" if digits else None
+        if features not in ("auto", None):
+            from .classifier import feature_classifier
 
-            self._digits_stats = feature_statistics(digits_features(self.data))
+            feature_classifier(features)  # an unknown name fails before any work
+        found = None
+        if data is None:
+            data, data_source, found = data_for_model(model_id, model, self.shape, samples, seed + 1, self.dtype)
+        self.features: str | None = found if features == "auto" else features
+        self.data, self.data_source = data, data_source or "given samples"
+        self.bandwidth = median_bandwidth(self.data)
+        self._fd_stats, self.fd_reference = None, None
+        if self.features is not None:
+            from .classifier import FEATURE_CLASSIFIERS, dataset_features, reference_statistics
+
+            if self.features == found:  # data chosen for its data set: the classifier's whole reference
+                self._fd_stats = reference_statistics(self.features)
+                self.fd_reference = FEATURE_CLASSIFIERS[self.features].reference_text
+            else:
+                self._fd_stats = feature_statistics(dataset_features(self.features, self.data))
+                self.fd_reference = "the data"
         self.reference, self.reference_nfe, self.reference_seconds = self._sample(
             lambda m, x: reference_solve(m, x, rtol=self.reference_tol, atol=self.reference_tol)
         )
+
+    @property
+    def digits(self) -> bool:
+        """Whether the digits Fréchet distance is measured (``features == "digits"``)."""
+        return self.features == "digits"
 
     def _sample(self, solve: Callable[[Callable[..., Tensor], Tensor], Tensor]) -> tuple[Tensor, float, float]:
         """Run ``solve(model, noise_batch)`` batch by batch: ``(samples, model evaluations per sample, seconds)``."""
@@ -309,10 +365,10 @@ class ScheduleEvaluator:
     def _row(self, samples: Tensor, *, schedule: str, method: str, nfe: int, nfe_spent: float, seconds: float,
              times: list[float] | None = None, eval_times: list[float] | None = None) -> EvalRow:
         fd = None
-        if self._digits_stats is not None:
-            from .classifier import digits_features
+        if self._fd_stats is not None:
+            from .classifier import dataset_features
 
-            fd = frechet_distance(*feature_statistics(digits_features(samples)), *self._digits_stats)
+            fd = frechet_distance(*feature_statistics(dataset_features(self.features, samples)), *self._fd_stats)
         n_max = max(samples.shape[0], self.data.shape[0])
         return EvalRow(
             model=self.model_id, schedule=schedule, method=method, nfe=nfe, nfe_spent=nfe_spent,
@@ -354,6 +410,7 @@ class ScheduleEvaluator:
             "mmd_bandwidth": self.bandwidth, "mmd": "biased V-statistic of MMD^2, Gaussian kernel exp(-|a-b|^2 / (2 h^2)), "
             "h = median pairwise distance of the data",
             "reference": f"dopri5, rtol = atol = {self.reference_tol:g}", "digits_fd": self.digits,
+            "fd_features": self.features, "fd_reference": self.fd_reference,
             "fid": self.extractor is not None,
         }
 
@@ -442,11 +499,16 @@ def rows_to_csv(rows: Sequence[dict], fields: Sequence[str] = CSV_FIELDS) -> str
     return buf.getvalue()
 
 
-def format_table(rows: Sequence[dict]) -> str:
-    """A Markdown table: one line per row, columns for the measures that apply; best schedule value in bold."""
+def format_table(rows: Sequence[dict], fd_label: str = "digits FD") -> str:
+    """A Markdown table: one line per row, columns for the measures that apply; best schedule value in bold.
+
+    Args:
+        rows: :class:`EvalRow` dicts.
+        fd_label: heading of the ``fd`` column.
+    """
     has_fd = any(r.get("fd") is not None for r in rows)
     has_fid = any(r.get("fid") is not None for r in rows)
-    cols = [("rmse", "RMSE"), ("w2", "W2"), ("mmd2", "MMD²")] + [("fd", "digits FD")] * has_fd + [("fid", "FID")] * has_fid
+    cols = [("rmse", "RMSE"), ("w2", "W2"), ("mmd2", "MMD²")] + [("fd", fd_label)] * has_fd + [("fid", "FID")] * has_fid
     schedule_rows = [r for r in rows if r["schedule"] != "reference"]
     best = {}
     for key, _ in cols:
@@ -472,6 +534,11 @@ def format_table(rows: Sequence[dict]) -> str:
 def format_evaluation(report: dict) -> str:
     """Markdown: what was measured against, then the table."""
     info = report["info"]
+    fd_name = info.get("fd_features") or ("digits" if info.get("digits_fd") else None)
+    fd_text = "" if fd_name is None else (
+        f" {fd_name} FD: Fréchet distance between the shipped {fd_name} classifier's features of the samples and of "
+        f"{info.get('fd_reference') or 'the data'}."
+    )
     w2_kinds = sorted({r["w2_kind"] for r in report["rows"]})
     lines = [
         f"# bossflow evaluate: {info['model']}",
@@ -479,11 +546,11 @@ def format_evaluation(report: dict) -> str:
         f"{info['samples']} evaluation noises; data: {info['data']}. RMSE: endpoint error per dimension against the "
         f"reference solution of the same noises ({info['reference']}). W2: {' / '.join(w2_kinds)} Wasserstein-2 to the data. "
         f"MMD²: {info['mmd']} (h = {info['mmd_bandwidth']:.4g})."
-        + (" digits FD: Fréchet distance of the shipped digits classifier's features to the real digits'." if info["digits_fd"] else "")
+        + fd_text
         + (" FID: Fréchet distance of the supplied extractor's features to the reference statistics." if info["fid"] else "")
         + " The reference row is the floor of each distance. Best schedule per NFE in bold.",
         "",
-        format_table(report["rows"]),
+        format_table(report["rows"], f"{fd_name} FD" if fd_name else "FD"),
         "",
     ]
     return "\n".join(lines)

@@ -182,6 +182,14 @@ def test_straightening_lowers_the_two_step_error_on_the_2d_teacher(teacher, sche
     assert not any(p.requires_grad for p in student.parameters())
 
 
+def test_rollout_objective_lowers_the_two_step_error_more_directly(teacher, schedules, pairs):
+    before = _rmse(teacher, schedules[2], teacher)
+    student, record = straighten(teacher, pairs.select([2]), objective="rollout", steps=150, batch_size=256, lr=1e-3,
+                                 progress=False)
+    assert record["objective"] == "rollout" and "rollout" in record["objective_text"]
+    assert _rmse(student, schedules[2], teacher) < 0.6 * before
+
+
 def test_straightening_leaves_the_teacher_alone_and_is_seeded(teacher, pairs):
     before = _weights(teacher)
     a, _ = straighten(teacher, pairs, steps=5, batch_size=32, seed=3, progress=False)

@@ -9,6 +9,13 @@ so one Euler step ``x_a + (t_b - t_a) v(x_a, s_a)`` lands where the teacher's fi
 lands (``s_a = t_a`` unless the schedule carries evaluation times). With several schedules
 (budgets) a batch draws a schedule uniformly, then one of its steps uniformly.
 
+Objective ``"rollout"`` (ours, the error-propagation view of :mod:`bossflow.search` applied
+to training): the student runs its own K Euler steps along one schedule from the noise and
+the endpoint error against the teacher's fine solution, ``|| Euler_K(v, x_0) - x_1 ||^2``, is
+back-propagated through all K model calls. BOSS trains every step on the teacher's states;
+here each step is trained on the states the student itself reaches, so early errors are
+corrected downstream. It costs K forward/backward passes per pair instead of one.
+
 Objective ``"reflow"`` (Liu et al. 2022, the baseline): on the same teacher's couplings
 ``(x_0, x_1)`` (noise and fine solution), regress ``v(x_t, t)`` on ``x_1 - x_0`` at
 ``x_t = (1 - t) x_0 + t x_1``, ``t ~ U(0, 1)``, at the same number of gradient steps.
@@ -45,7 +52,7 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "bossflow.straighten-checkpoint/1"
 CHECKPOINT_NAME = "checkpoint.safetensors"
-OBJECTIVES = ("boss", "reflow")
+OBJECTIVES = ("boss", "rollout", "reflow")
 
 _RESUME_KEYS = ("objective", "lora", "batch_size", "lr", "weight_decay", "grad_clip", "ema_decay", "seed",
                 "distance", "teacher_sha256", "pairs")
@@ -146,6 +153,20 @@ def _reflow_batch(pairs: PairData, generator: torch.Generator, batch_size: int) 
     return (1 - tt) * x0 + tt * x1, t, x1 - x0
 
 
+def _rollout_loss(student: nn.Module, pairs: PairData, table: dict[str, Tensor], generator: torch.Generator,
+                  batch_size: int, distance: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
+    """Endpoint error of the student's own K-step Euler rollout along one schedule (drawn uniformly), per sample."""
+    group = int(torch.randint(table["counts"].numel(), (1,), generator=generator))
+    sample = torch.randint(pairs.n_samples, (batch_size,), generator=generator)
+    first = int(table["offsets"][group])
+    x = pairs.states[sample, int(table["a"][first])]
+    for step in range(first, first + int(table["counts"][group])):
+        a, b = int(table["a"][step]), int(table["b"][step])
+        s = torch.full((batch_size,), float(table["eval"][step]), dtype=x.dtype)
+        x = x + float(table["times"][b] - table["times"][a]) * student(x, s)
+    return distance(x, pairs.states[sample, -1])
+
+
 def _transition_table(pairs: PairData) -> dict[str, Tensor]:
     nfes = pairs.nfes
     counts = torch.tensor([sum(tr.nfe == k for tr in pairs.transitions) for k in nfes])
@@ -189,7 +210,8 @@ def straighten(
     Args:
         teacher: the pretrained velocity network ``teacher(x, t)`` (not modified).
         pairs: teacher states from :func:`bossflow.pairs.teacher_pairs`.
-        objective: ``"boss"`` (steps of the schedules) or ``"reflow"`` (straight couplings).
+        objective: ``"boss"`` (steps of the schedules), ``"rollout"`` (the student's own K-step
+            endpoint error) or ``"reflow"`` (straight couplings).
         steps: total optimizer steps (on resume, the target step).
         batch_size: pairs per step.
         lr: AdamW learning rate; ``None``: 1e-4 for full fine-tuning, 1e-3 for LoRA.
@@ -243,7 +265,7 @@ def straighten(
         distance_name, distance_fn = getattr(distance, "__name__", "custom"), distance
     else:
         raise BossflowError(f"distance must be a name or a callable, got {distance!r}.")
-    if objective == "boss" and not pairs.transitions:
+    if objective != "reflow" and not pairs.transitions:
         raise BossflowError("the pair data holds no schedule steps to straighten along.")
 
     teacher_sha = model_fingerprint(teacher)
@@ -274,7 +296,7 @@ def straighten(
     ema = {name: params[name].detach().clone() for name in names}
     optimizer = torch.optim.AdamW([params[n] for n in names], lr=lr, weight_decay=weight_decay)
     generator = torch.Generator().manual_seed(sample_seed(seed, 1))
-    table = _transition_table(pairs) if objective == "boss" else None
+    table = _transition_table(pairs) if objective != "reflow" else None
     losses: list[float] = []
     start, elapsed_before = 0, 0.0
 
@@ -310,11 +332,14 @@ def straighten(
                dynamic_ncols=True)
     try:
         for step in range(start, steps):
-            if objective == "boss":
-                x, t, target = _boss_batch(pairs, table, generator, batch_size)
+            if objective == "rollout":
+                loss = _rollout_loss(student, pairs, table, generator, batch_size, distance_fn).mean()
             else:
-                x, t, target = _reflow_batch(pairs, generator, batch_size)
-            loss = distance_fn(student(x, t), target).mean()
+                if objective == "boss":
+                    x, t, target = _boss_batch(pairs, table, generator, batch_size)
+                else:
+                    x, t, target = _reflow_batch(pairs, generator, batch_size)
+                loss = distance_fn(student(x, t), target).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_([params[n] for n in names], grad_clip)
@@ -364,6 +389,8 @@ def straighten(
 
 _OBJECTIVE_TEXT = {
     "boss": "BOSS straightening: || v(x_a, s_a) - (x_b - x_a) / (t_b - t_a) ||^2 on teacher states at consecutive schedule times",
+    "rollout": "rollout: || Euler_K(v, x_0) - x_1 ||^2, the student's own K-step Euler rollout along a schedule vs the "
+               "teacher's fine solution (back-propagated through all K steps)",
     "reflow": "reflow: || v(x_t, t) - (x_1 - x_0) ||^2, x_t = (1 - t) x_0 + t x_1 on teacher couplings, t ~ U(0, 1)",
 }
 
@@ -423,7 +450,8 @@ def add_straighten_parser(subparsers: Any) -> Any:
     p.add_argument("--schedule", metavar="FILE", help="schedule file from `bossflow schedule` (optional with --objective reflow)")
     p.add_argument("--nfe", type=_int_list, metavar="K[,K...]", help="budgets of the file to straighten along (default: all)")
     p.add_argument("--out", required=True, metavar="DIR", help="output model directory (also holds checkpoint and pairs)")
-    p.add_argument("--objective", choices=OBJECTIVES, default="boss", help="boss (default) or the reflow baseline")
+    p.add_argument("--objective", choices=OBJECTIVES, default="boss",
+                   help="boss (default: per-step targets), rollout (end-to-end K-step error), or the reflow baseline")
     p.add_argument("--steps", type=_positive_int, default=2000, metavar="N", help="optimizer steps (default: 2000)")
     p.add_argument("--batch-size", type=_positive_int, default=128, metavar="B", help="pairs per step (default: 128)")
     p.add_argument("--lr", type=_positive_float, help="AdamW learning rate (default: 1e-4 full, 1e-3 LoRA)")

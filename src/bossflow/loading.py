@@ -65,6 +65,11 @@ def _import_target(spec: str) -> Any:
     return obj
 
 
+# ``--model LIBRARY:module:attribute``: the attribute is a model in that library's convention,
+# wrapped by ``bossflow.adapters.LIBRARY.wrap`` with its defaults.
+ADAPTER_PREFIXES = ("flow_matching", "torchcfm")
+
+
 def load_model(spec: str) -> LoadedModel:
     """Resolve ``spec`` into a velocity model.
 
@@ -77,6 +82,10 @@ def load_model(spec: str) -> LoadedModel:
       ``nn.Module`` or callable velocity model, or a zero-argument factory (function or
       class) returning one. A factory is a class, or a function whose parameters all have
       defaults; a function with required parameters is used as the velocity model itself.
+      A factory may return a model wrapped by :mod:`bossflow.adapters` (any library, any options);
+    * ``flow_matching:module:attribute`` or ``torchcfm:path/to/file.py:attribute``: the same, naming a
+      model in that library's convention (or a factory of one), wrapped with
+      ``bossflow.adapters.flow_matching.wrap`` / ``bossflow.adapters.torchcfm.wrap`` and their defaults.
 
     Raises:
         ModelSpecError: the spec cannot be resolved, or does not give a callable model.
@@ -93,6 +102,26 @@ def load_model(spec: str) -> LoadedModel:
     if model_dir is not None:
         model, _config = load_model_dir(model_dir)
         return LoadedModel(model, spec, tuple(model.sample_shape))
+    prefix, _, target = spec.partition(":")
+    if prefix in ADAPTER_PREFIXES and ":" in target:
+        import importlib
+
+        adapter = importlib.import_module(f".adapters.{prefix}", __package__)
+        model = _resolve_callable(target)
+        try:
+            model = adapter.wrap(model)
+        except ModelSpecError as exc:
+            raise ModelSpecError(f"model {spec!r}: {exc}") from None
+    else:
+        model = _resolve_callable(spec)
+    if isinstance(model, torch.nn.Module):
+        model.eval()
+    shape = getattr(model, "sample_shape", None)
+    return LoadedModel(model, spec, tuple(int(s) for s in shape) if shape is not None else None)
+
+
+def _resolve_callable(spec: str) -> Callable[..., Any]:
+    """The callable named by ``module:attribute`` (a zero-argument factory is called)."""
     obj = _import_target(spec)
     model = obj
     if isinstance(obj, type) or (callable(obj) and not isinstance(obj, torch.nn.Module) and _takes_no_arguments(obj)):
@@ -102,10 +131,7 @@ def load_model(spec: str) -> LoadedModel:
             raise ModelSpecError(f"calling the factory {spec!r} failed: {type(exc).__name__}: {exc}") from None
     if not callable(model):
         raise ModelSpecError(f"{spec!r} gave a {type(model).__name__}, which is not a callable velocity model.")
-    if isinstance(model, torch.nn.Module):
-        model.eval()
-    shape = getattr(model, "sample_shape", None)
-    return LoadedModel(model, spec, tuple(int(s) for s in shape) if shape is not None else None)
+    return model
 
 
 def _takes_no_arguments(fn: Callable) -> bool:

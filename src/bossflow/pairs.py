@@ -29,7 +29,7 @@ from torch import Tensor
 from ._io import read_json, write_atomic, write_json_atomic
 from .errors import BossflowError, FileFormatError, ScheduleError
 from .noise import gaussian_noise
-from .schedules import Schedule, validate_times
+from .schedules import Schedule, check_euler_schedule, validate_times
 from .solvers import fine_trajectory, select_cond
 
 PAIRS_FORMAT = "bossflow.pairs/1"
@@ -94,15 +94,6 @@ class PairData:
         return PairData(self.states, self.times, kept, {**self.meta, "nfes": sorted(set(nfes))})
 
 
-def check_euler_schedule(schedule: Schedule, what: str = "schedule") -> None:
-    """Refuse schedules whose sampler is not Euler (OLSS's linear multistep update): they cannot be straightened."""
-    if "olss" in schedule.meta:
-        raise ScheduleError(
-            f"the {what} with NFE {schedule.nfe} is an OLSS schedule (a linear multistep update, not Euler steps); "
-            "straighten along an Euler schedule (bellman, global-dp, refined, uniform, ...)."
-        )
-
-
 def state_times(schedules: Sequence[Schedule]) -> np.ndarray:
     """The union of the schedules' times (0 and 1 always), ``(T,)`` float64, ascending."""
     merged = np.unique(np.concatenate([[0.0, 1.0], *[np.asarray(s.times, dtype=np.float64) for s in schedules]]))
@@ -116,7 +107,7 @@ def schedule_transitions(schedules: Sequence[Schedule], times: np.ndarray) -> li
     """Every Euler step of ``schedules`` (ascending NFE) as indices into ``times``."""
     out = []
     for schedule in sorted(schedules, key=lambda s: s.nfe):
-        check_euler_schedule(schedule)
+        check_euler_schedule(schedule, "straightening")
         index = np.searchsorted(times, np.asarray(schedule.times) - _TIME_TOLERANCE)
         index = np.minimum(index, times.size - 1)
         if not np.allclose(times[index], schedule.times, rtol=0, atol=1e-9):

@@ -67,6 +67,19 @@ def validate_times(times: Any, what: str = "schedule times") -> np.ndarray:
     return arr
 
 
+def check_euler_schedule(schedule: "Schedule", where: str) -> None:
+    """Refuse an OLSS schedule (a linear multistep update, not Euler steps) where only Euler steps can be used.
+
+    Args:
+        where: what cannot use it, e.g. ``"straightening"`` or ``"diffusers' scheduler"``.
+    """
+    if "olss" in schedule.meta:
+        raise ScheduleError(
+            f"the schedule with NFE {schedule.nfe} is an OLSS schedule (a linear multistep update, not Euler steps), "
+            f"which {where} cannot use; take an Euler schedule (bellman, global-dp, refined, uniform, ...)."
+        )
+
+
 def validate_eval_times(eval_times: Any, times: np.ndarray) -> np.ndarray:
     """Check per-step evaluation times: one finite value in [0, 1] per step of ``times``.
 

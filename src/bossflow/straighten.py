@@ -469,6 +469,8 @@ def add_straighten_parser(subparsers: Any) -> Any:
                    help="uniform fine grid of the teacher's solution, merged with the schedule times (default: 100)")
     p.add_argument("--substeps", type=_positive_int, default=1, metavar="S", help="Euler sub-steps per grid interval (default: 1)")
     p.add_argument("--pair-batch-size", type=_positive_int, default=256, metavar="B", help="noises integrated at once (default: 256)")
+    p.add_argument("--weights-dtype", choices=["float32", "float16"], default="float32",
+                   help="storage dtype of the exported weights (default: float32; float16 halves the file)")
     p.add_argument("--seed", type=_non_negative_int, default=0, help="seed of the noises, LoRA init and batches (default: 0)")
     p.add_argument("--checkpoint-every", type=_non_negative_int, default=250, metavar="N",
                    help="steps between checkpoints, 0 for none (default: 250)")
@@ -493,10 +495,10 @@ def _straighten_schedules(path: str | None, nfes: list[int] | None, objective: s
         if missing:
             raise BossflowError(f"{path} has no schedule with NFE {missing}; it has NFE {sorted(found)}.")
         found = {k: found[k] for k in sorted(set(nfes))}
-    from .pairs import check_euler_schedule
+    from .schedules import check_euler_schedule
 
     for schedule in found.values():
-        check_euler_schedule(schedule, f"schedule in {path}")
+        check_euler_schedule(schedule, "straightening")
     return [found[k] for k in sorted(found)]
 
 
@@ -559,7 +561,7 @@ def cmd_straighten(args: Any) -> int:
                 "schedule_file": args.schedule, "bossflow": __version__,
                 **({"command": shlex.join(argv)} if argv else {})}
     save_model_dir(student, out, architecture=config["architecture"], kwargs=config["kwargs"],
-                   sample_shape=config["sample_shape"], weights_dtype="float32", data=config.get("data"),
+                   sample_shape=config["sample_shape"], weights_dtype=args.weights_dtype, data=config.get("data"),
                    training=training)
     if schedules:
         save_schedules(out / "schedules.json", schedules, straightened=str(out), teacher=str(args.model))

@@ -401,3 +401,21 @@ def test_straighten_help_has_examples(capsys):
         main(["straighten", "--help"])
     out = capsys.readouterr().out
     assert "examples:" in out and "--lora-rank" in out and "reflow" in out
+
+
+def test_shipped_straightened_digits_beats_its_teacher_along_its_schedules():
+    pytest.importorskip("sklearn")
+    from bossflow.checkpoints import shipped_model_dir as shipped
+
+    teacher, _ = load_model_dir(shipped("digits"))
+    student, config = load_model_dir(shipped("digits-boss"))
+    assert config["training"]["objective"] == "boss" and config["data"]["name"] == "digits"
+    schedules = bf.load_schedules(shipped("digits-boss") / "schedules.json")
+    assert sorted(schedules) == [2, 4, 6]
+    noise = bf.gaussian_noise(300, (1, 8, 8), seed=11)
+    with torch.no_grad():
+        reference = bf.euler(teacher, noise, bf.uniform_schedule(100))
+        for k, schedule in schedules.items():
+            ours = bf.endpoint_rmse(bf.euler(student, noise, schedule), reference)
+            theirs = bf.endpoint_rmse(bf.euler(teacher, noise, schedule), reference)
+            assert ours < 0.75 * theirs, (k, ours, theirs)

@@ -6,6 +6,8 @@ Bad input prints one line ``bossflow: error: ...`` and exits with status 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
 import sys
 from typing import Sequence
@@ -24,10 +26,12 @@ examples:
 The printed cost is the Bellman path cost (sum of one-step errors per dimension) for
 bellman, and the endpoint MSE per dimension against the fine trajectory for global-dp.
 
-A model is a preset (gmm-2d, gmm-64d: exact mixture flows), a shipped teacher (digits,
-gmm-2d-teacher), a model directory written by `bossflow teacher`, or module:attribute /
-path/to/file.py:attribute naming a velocity model model(x, t) -> v (t = 0 noise, t = 1
-data) or a zero-argument factory returning one.
+A model is a preset (gmm-2d, gmm-64d: exact mixture flows), a shipped model (digits,
+digits-boss, gmm-2d-teacher), a model directory written by `bossflow teacher` or
+`bossflow straighten`, or module:attribute / path/to/file.py:attribute naming a velocity
+model model(x, t) -> v (t = 0 noise, t = 1 data) or a zero-argument factory returning one.
+Prefix flow_matching: or torchcfm: (e.g. flow_matching:train.py:model) to wrap a model of
+those libraries; see the README's Adapters section for diffusers and other conventions.
 """
 
 DEMO_EXAMPLES = """\
@@ -149,7 +153,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", choices=["euler", "heun"], default="euler", help="reference sub-step method (default: euler)")
     p.add_argument("--shape", type=_int_list, metavar="D[,D...]", help="sample shape, for models that do not declare sample_shape")
     p.add_argument("--cache", metavar="PATH", help="cost-matrix checkpoint (.npz): resumable, and reused when finished")
-    p.add_argument("--device", default="cpu", help="torch device for noise and model (default: cpu)")
+    p.add_argument("--device", default="cpu",
+                   help="torch device for noise and model: cpu, cuda, cuda:1, ... or auto (CUDA when present; "
+                   "under torchrun each rank's own GPU) (default: cpu)")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                   help="model arithmetic: fp32, or bf16 autocast for GPUs (states and costs keep --dtype) (default: fp32)")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="state dtype (default: float32)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -230,7 +238,8 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     import torch
 
     from .bellman import bellman_schedules
-    from .cost import cost_matrix
+    from .cost import cost_matrix, model_fingerprint
+    from .distributed import Autocast, is_main, pick_device
     from .loading import load_model
     from .noise import gaussian_noise
     from .schedules import SCHEDULE_FAMILIES, base_grid, save_schedules
@@ -250,17 +259,17 @@ def cmd_schedule(args: argparse.Namespace) -> int:
         shape = tuple(args.shape) if args.shape else loaded.sample_shape
         if shape is None:
             raise BossflowError(f"model {args.model!r} does not declare sample_shape; pass --shape, e.g. --shape 3,32,32.")
-        try:
-            device = torch.device(args.device)
-            torch.empty(0, device=device)
-        except (RuntimeError, ValueError) as exc:
-            raise BossflowError(f"device {args.device!r} is not available here ({exc}).") from None
+        device = pick_device(args.device)
         model = loaded.model
         if isinstance(model, torch.nn.Module):
             model = model.to(device)
         dtype = getattr(torch, args.dtype)
         if isinstance(model, torch.nn.Module) and args.dtype == "float64":
             model = model.double()
+        model_id = None
+        if args.precision == "bf16":
+            model_id = f"{model_fingerprint(model)}+bf16-autocast"
+            model = Autocast(model)
         grid = base_grid(args.grid, args.grid_steps)
         noise = gaussian_noise(args.samples, shape, seed=args.seed, dtype=dtype, device=device)
         provenance = {"model": loaded.model_id, "base_grid": args.grid, "grid_steps": args.grid_steps, "seed": args.seed}
@@ -281,9 +290,12 @@ def cmd_schedule(args: argparse.Namespace) -> int:
                 substeps=args.substeps,
                 reference=args.reference,
                 checkpoint=args.cache,
+                model_id=model_id,
                 progress=not args.quiet,
             )
             provenance.update(samples=args.samples, substeps=args.substeps, reference=args.reference)
+            if args.precision != "fp32":
+                provenance.update(precision=args.precision)
             schedules = bellman_schedules(cost, grid, nfes, **provenance)
         costs = {k: s.meta.get("cost") for k, s in schedules.items()}
 
@@ -292,7 +304,7 @@ def cmd_schedule(args: argparse.Namespace) -> int:
         cost_text = f"{costs[k]:11.4e}" if costs[k] is not None else f"{'-':>11}"
         evals = "" if sched.eval_times is None else f"  (evaluated at {_format_times(sched.eval_times)})"
         print(f"{k:>4}  {cost_text}  {_format_times(sched.times)}{evals}")
-    if args.out:
+    if args.out and is_main():
         save_schedules(args.out, schedules.values(), **provenance)
         print(f"wrote {len(schedules)} schedule(s) to {args.out}")
     return 0
@@ -368,12 +380,21 @@ COMMANDS = {"schedule": cmd_schedule, "demo": cmd_demo, "bench": cmd_bench, "eva
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The ``bossflow`` command. Under ``torchrun`` (``WORLD_SIZE`` > 1) every rank runs it; rank 0 prints and writes."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    joined = False
+    where = ""
     try:
-        return COMMANDS[args.command](args)
+        if int(os.environ.get("WORLD_SIZE", "1") or "1") > 1:
+            from .distributed import init_from_env, rank
+
+            joined = init_from_env()
+            where = f" (rank {rank()})" if rank() else ""
+        with contextlib.redirect_stdout(io.StringIO()) if where else contextlib.nullcontext():
+            return COMMANDS[args.command](args)
     except BossflowError as exc:
-        print(f"bossflow: error: {exc}", file=sys.stderr)
+        print(f"bossflow: error{where}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("bossflow: interrupted; finished batches are kept in --cache when one was given.", file=sys.stderr)
@@ -382,10 +403,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("BOSSFLOW_DEBUG"):
             raise
         print(
-            f"bossflow: error: {type(exc).__name__}: {exc} (set BOSSFLOW_DEBUG=1 for the traceback)".replace("\n", " "),
+            f"bossflow: error{where}: {type(exc).__name__}: {exc} (set BOSSFLOW_DEBUG=1 for the traceback)".replace("\n", " "),
             file=sys.stderr,
         )
         return 1
+    finally:
+        if joined:
+            from .distributed import shutdown
+
+            shutdown()
 
 
 if __name__ == "__main__":

@@ -59,6 +59,8 @@ class DemoModel:
         eval_samples: evaluation noises.
         reference_tol: dopri5 tolerance of the reference solution (``None``: the evaluator's default).
         options: per-method keyword options for the search.
+        students: shipped straightened models of this teacher, scored along the schedules they
+            were straightened for (their ``schedules.json``) against the teacher's reference.
     """
 
     name: str
@@ -69,6 +71,7 @@ class DemoModel:
     eval_samples: int = 1000
     reference_tol: float | None = None
     options: dict = field(default_factory=dict)
+    students: tuple[str, ...] = ()
 
 
 def demo_plan(quick: bool = False) -> list[DemoModel]:
@@ -86,13 +89,14 @@ def demo_plan(quick: bool = False) -> list[DemoModel]:
         mixtures = [DemoModel(m, every, (2, 4, 6), grid_steps=40, search_samples=48, eval_samples=200, options=fast)
                     for m in ("gmm-2d", "gmm-64d")]
         digits = DemoModel("digits", ("uniform", "bellman", "global-dp", "olss"), (2, 4, 6), grid_steps=20, search_samples=16,
-                           eval_samples=100, reference_tol=1e-3)
+                           eval_samples=100, reference_tol=1e-3, students=("digits-boss",))
         return mixtures + [digits]
     mixtures = [DemoModel(m, every, tuple(range(2, 11))) for m in ("gmm-2d", "gmm-64d")]
     digits = DemoModel(
         "digits", ("uniform", "edm", "shift", "bellman", "global-dp", "olss", "refined"), (2, 4, 6, 8, 10),
         grid_steps=100, search_samples=64, eval_samples=500, reference_tol=1e-4,
         options={"refined": {"starts": ("bellman",), "late_starts": (), "steps": 20}},
+        students=("digits-boss",),
     )
     return mixtures + [digits]
 
@@ -148,7 +152,31 @@ def _run_model(plan: DemoModel, seed: int, tmp: Path, step: Callable[[str], None
             out["cost"] = (load_cost_matrix(tmp / f"cost-{plan.name}.npz")[0],
                            {k: schedules[k].meta["indices"] for k in drawn})
         step(f"{plan.name}: {method}")
+    for name in plan.students:
+        _score_student(name, evaluator, out, is_image)
+        step(f"{plan.name}: {name}")
     return out
+
+
+STRAIGHTENED = "BOSS-straightened"
+"""The method name of a shipped straightened student's rows."""
+
+
+def _score_student(name: str, evaluator: Any, out: dict[str, Any], is_image: bool) -> None:
+    """Score a shipped straightened model along its own schedules; rows use the method :data:`STRAIGHTENED`."""
+    from .checkpoints import load_model_dir, shipped_model_dir
+    from .schedules import load_schedules
+
+    folder = shipped_model_dir(name)
+    student, config = load_model_dir(folder)
+    seconds = float(config.get("training", {}).get("wall_seconds", 0.0))
+    for k, schedule in sorted(load_schedules(folder / "schedules.json").items()):
+        row, samples = evaluator.score(schedule, model=student)
+        r = asdict(row)
+        out["rows"].append({**{f: r.get(f) for f in ROW_FIELDS}, "method": STRAIGHTENED, "sample_seconds": r["seconds"],
+                            "search_seconds": seconds, "search_model_rows": 0})
+        if is_image and k in GRID_NFES:
+            out["grids"].setdefault(STRAIGHTENED, {})[k] = samples[:GRID_DIGITS].numpy()
 
 
 def _figures(results: dict[str, dict], report: dict, out: Path, step: Callable[[str], None], dpi: int) -> list[str]:
@@ -220,7 +248,8 @@ def run_demo(out_dir: str | os.PathLike, quick: bool = False, progress: bool = T
     except OSError as exc:
         raise BossflowError(f"cannot create the output folder {out}: {exc.strerror or exc}.") from None
     have_plots = importlib.util.find_spec("matplotlib") is not None
-    bar = tqdm(total=sum(1 + len(p.methods) for p in plan), desc="demo", unit="stage", disable=not progress)
+    bar = tqdm(total=sum(1 + len(p.methods) + len(p.students) for p in plan), desc="demo", unit="stage",
+               disable=not progress)
 
     def step(label: str) -> None:
         bar.set_postfix_str(label)
@@ -340,7 +369,10 @@ def format_report(report: dict) -> str:
         "",
         ("Every schedule search on the exact Gaussian-mixture flows (`gmm-2d`, `gmm-64d`) and on the shipped digits "
          "teacher (a reduced set of methods and budgets), scored on fresh noises against a dopri5 reference and against "
-         f"data. Offline, CPU; {report.get('seconds', 0):.0f} s in all. A straightened digits teacher is not part of it yet."),
+         f"data. Offline, CPU; {report.get('seconds', 0):.0f} s in all. `{STRAIGHTENED}` is the shipped `digits-boss` "
+         "model: the digits teacher straightened along its Bellman schedules for NFE 2, 4, 6 (full fine-tuning, 4,000 "
+         "steps; its search-cost entry is its training time), sampled along those schedules and measured against the "
+         "teacher's reference like every other row."),
         "",
         "## Summary: endpoint RMSE (lower is better, best per column in bold)",
         "",

@@ -340,9 +340,10 @@ class ScheduleEvaluator:
         """Whether the digits Fréchet distance is measured (``features == "digits"``)."""
         return self.features == "digits"
 
-    def _sample(self, solve: Callable[[Callable[..., Tensor], Tensor], Tensor]) -> tuple[Tensor, float, float]:
+    def _sample(self, solve: Callable[[Callable[..., Tensor], Tensor], Tensor],
+                model: Callable[..., Tensor] | None = None) -> tuple[Tensor, float, float]:
         """Run ``solve(model, noise_batch)`` batch by batch: ``(samples, model evaluations per sample, seconds)``."""
-        counter = NFECounter(self.model)
+        counter = NFECounter(self.model if model is None else model)
         started = time.perf_counter()
         with torch.no_grad():
             out = torch.cat([solve(counter, self.noise[i:i + self.batch_size])
@@ -384,11 +385,16 @@ class ScheduleEvaluator:
         return self._row(self.reference, schedule="reference", method=f"dopri5 (tol {self.reference_tol:g})",
                          nfe=round(self.reference_nfe), nfe_spent=self.reference_nfe, seconds=self.reference_seconds)
 
-    def score(self, schedule: Schedule, label: str | None = None) -> tuple[EvalRow, Tensor]:
-        """Sample along ``schedule`` and measure it: ``(row, samples)``."""
+    def score(self, schedule: Schedule, label: str | None = None, *,
+              model: Callable[..., Tensor] | None = None) -> tuple[EvalRow, Tensor]:
+        """Sample along ``schedule`` and measure it: ``(row, samples)``.
+
+        ``model`` samples instead of the evaluator's own model (e.g. a straightened student),
+        measured against the same reference (the evaluator model's solution) and data.
+        """
         from .search import sample_with
 
-        samples, spent, seconds = self._sample(lambda m, x: sample_with(m, x, schedule))
+        samples, spent, seconds = self._sample(lambda m, x: sample_with(m, x, schedule), model)
         method = str(schedule.meta.get("method", "custom"))
         if not bool(torch.isfinite(samples).all()):
             raise BossflowError(

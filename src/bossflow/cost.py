@@ -34,8 +34,9 @@ from torch import Tensor
 
 from ._io import write_atomic
 from .errors import BossflowError, CostMatrixError, FileFormatError
+from .distributed import all_reduce_sum_float64, is_main, on_main, rank, shard_range, world_size
 from .noise import validate_noise
-from .solvers import trajectory_batches
+from .solvers import fine_trajectory, select_cond
 from .schedules import validate_times
 
 COST_FORMAT = "bossflow.costmatrix/1"
@@ -211,6 +212,12 @@ def cost_matrix(
     noise and options resumes where it stopped, and a finished file is returned without
     any model evaluation (a cache). A file made for anything else is refused.
 
+    Under ``torch.distributed`` (e.g. ``torchrun``; :mod:`bossflow.distributed`) every rank
+    passes the same ``noise`` and integrates its share of each round of ``batch_size * world``
+    samples; the float64 sums are added over ranks, so every rank returns the matrix of one
+    process (to float64 rounding, 1e-12 relative or better). Rank 0 reads and writes the
+    checkpoint, which resumes on any number of ranks.
+
     Peak memory: the trajectory of one batch, ``(2N + 1) * batch_size * D`` values in the
     dtype of ``noise``, plus a float64 working set of about ``2 * chunk_bytes`` and
     ``O(N^2)`` float64 matrices.
@@ -256,33 +263,48 @@ def cost_matrix(
         "model": model_id or model_fingerprint(model),
         "noise": noise_fingerprint(noise),
     }
-    key_fields = [k for k in meta if k != "format"]
-    sums = np.zeros((grid.size, grid.size), dtype=np.float64)
-    done = 0
     path = Path(checkpoint) if checkpoint is not None else None
-    if path is not None and path.exists():
+
+    def resume_state() -> tuple[np.ndarray, int, bool]:
+        if path is None or not path.exists():
+            return np.zeros((grid.size, grid.size), dtype=np.float64), 0, False
         sums, done, saved = _load_state(path)
-        for k in key_fields:
+        for k in (k for k in meta if k != "format"):
             if saved.get(k) != meta[k]:
                 raise CostMatrixError(
                     f"checkpoint {path} was made with a different {k}; delete it or pass another checkpoint path."
                 )
-        if saved.get("complete"):
-            return finish_cost_matrix(sums, done, dim)
+        return sums, done, bool(saved.get("complete"))
+
+    sums, done, complete = on_main(resume_state)  # rank 0 reads the file; every rank resumes from it
+    if complete:
+        return finish_cost_matrix(sums, done, dim)
 
     from tqdm.auto import tqdm
 
-    with tqdm(total=n_samples, initial=done, desc="cost matrix", unit="sample", disable=not progress) as bar:
-        batches = trajectory_batches(
-            model, noise, grid, batch_size=batch_size, substeps=substeps, method=reference, cond=cond, start=done
-        )
-        for _, done, traj in batches:
-            if pair_cost is None:
-                sums += gram_cost_sums(traj.xs, traj.vs, grid, chunk_bytes=chunk_bytes)
+    # Each round takes the next `batch_size * world` samples; every rank integrates its contiguous
+    # share of them (at most batch_size) and the round's float64 sums are added over ranks. So the
+    # samples done are always a prefix: a checkpoint resumes on any number of ranks, and the sums
+    # equal one process's up to the order of float64 additions.
+    world, me = world_size(), rank()
+    window = batch_size * world
+    with tqdm(total=n_samples, initial=done, desc="cost matrix", unit="sample",
+              disable=not progress or not is_main()) as bar:
+        for begin in range(done, n_samples, window):
+            end = min(begin + window, n_samples)
+            lo, hi = (begin + i for i in shard_range(end - begin, me, world))
+            traj = fine_trajectory(model, noise[lo:hi], grid, substeps=substeps, method=reference,
+                                   cond=select_cond(cond or {}, slice(lo, hi), n_samples)) if hi > lo else None
+            if traj is None:
+                part = np.zeros_like(sums)
+            elif pair_cost is None:
+                part = gram_cost_sums(traj.xs, traj.vs, grid, chunk_bytes=chunk_bytes)
             else:
-                sums += pair_cost_sums(traj.xs, traj.vs, grid, pair_cost)
+                part = pair_cost_sums(traj.xs, traj.vs, grid, pair_cost)
             del traj
-            if path is not None:
+            sums += all_reduce_sum_float64(part) if world > 1 else part
+            done = end
+            if path is not None and is_main():
                 _save_state(path, sums, done, {**meta, "complete": done == n_samples})
             bar.update(done - bar.n)
     return finish_cost_matrix(sums, n_samples, dim)

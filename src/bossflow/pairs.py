@@ -13,6 +13,10 @@ times, seed, grid, solver, sample shape) and shards ``shard-00000.safetensors`` 
 settings reuses every shard it finds, makes only the missing ones (so generation is
 resumable), and may ask for more samples than before: sample ``i`` is the same noise
 whatever the number of samples or shards (:func:`bossflow.gaussian_noise`).
+
+Under ``torch.distributed`` (``torchrun``) the ranks split the noises of every missing shard,
+exchange their parts, and all return the complete pair data; rank 0 alone reads and writes
+the cache, which any number of ranks can then reuse or extend.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import torch
 from torch import Tensor
 
 from ._io import read_json, write_atomic, write_json_atomic
+from .distributed import barrier, broadcast_tensor, is_main, on_main, rank, shard_range, world_size
 from .errors import BossflowError, FileFormatError, ScheduleError
 from .noise import gaussian_noise
 from .schedules import Schedule, check_euler_schedule, validate_times
@@ -136,7 +141,7 @@ def teacher_states(
     cond: dict | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> Tensor:
-    """The teacher's fine-trajectory states at ``times`` from each noise: ``(n, T, *shape)``.
+    """The teacher's fine-trajectory states at ``times`` from each noise: ``(n, T, *shape)`` float32 on the CPU.
 
     Args:
         model: teacher velocity model.
@@ -157,7 +162,7 @@ def teacher_states(
         end = min(begin + batch_size, n)
         traj = fine_trajectory(model, noise[begin:end], grid, substeps=substeps, method=method,
                                cond=select_cond(cond or {}, slice(begin, end), n))
-        parts.append(traj.xs[torch.as_tensor(where)].transpose(0, 1).to(torch.float32))
+        parts.append(traj.xs[torch.as_tensor(where, device=traj.xs.device)].transpose(0, 1).to("cpu", torch.float32))
         if progress is not None:
             progress(end - begin)
     return torch.cat(parts)
@@ -168,6 +173,13 @@ def _model_dtype(model: Any) -> torch.dtype:
         for p in model.parameters():
             return p.dtype
     return torch.float32
+
+
+def _model_device(model: Any) -> torch.device:
+    if isinstance(model, torch.nn.Module):
+        for p in model.parameters():
+            return p.device
+    return torch.device("cpu")
 
 
 def _shard_path(folder: Path, index: int) -> Path:
@@ -236,7 +248,7 @@ def teacher_pairs(
     schedule_transitions(schedules, times)  # refuses non-Euler schedules before any work
     shape = tuple(int(s) for s in shape)
     if cache_dir is not None:
-        times = _cached_times(Path(cache_dir), times)
+        times = on_main(lambda: _cached_times(Path(cache_dir), times))
     meta = {
         "format": PAIRS_FORMAT,
         "model": model_id,
@@ -250,16 +262,22 @@ def teacher_pairs(
         "shard_size": shard_size,
         "noise": "bossflow.gaussian_noise (per-sample seeds), float32 draw",
     }
-    dtype = _model_dtype(model)
-    bar = tqdm(total=samples, disable=not progress, unit="noise", desc="teacher pairs", dynamic_ncols=True)
+    dtype, device = _model_dtype(model), _model_device(model)
+    bar = tqdm(total=samples, disable=not progress or not is_main(), unit="noise", desc="teacher pairs",
+               dynamic_ncols=True)
 
     def make(start: int, count: int) -> Tensor:
-        noise = gaussian_noise(count, shape, seed=seed, start=start, dtype=dtype)
+        noise = gaussian_noise(count, shape, seed=seed, start=start, dtype=dtype, device=device)
         return teacher_states(model, noise, times, grid_steps=grid_steps, substeps=substeps, method=method,
                               batch_size=batch_size, progress=bar.update)
 
     try:
-        if cache_dir is None:
+        if world_size() > 1:
+            folder = Path(cache_dir) if cache_dir is not None else None
+            if folder is None:  # in memory only: one shard per rank keeps every rank busy
+                shard_size = min(shard_size, -(-samples // world_size()))
+            states = _shared_states(folder, meta, samples, shard_size, make, bar, (len(times), *shape))
+        elif cache_dir is None:
             states = make(0, samples)
         else:
             states = _cached_states(Path(cache_dir), meta, samples, shard_size, make, bar, (len(times), *shape))
@@ -295,8 +313,24 @@ def _cached_states(
     bar: Any,
     state_shape: tuple[int, ...],
 ) -> Tensor:
-    import safetensors.torch
+    _check_or_write_meta(folder, meta)
+    parts = []
+    for index in range(-(-samples // shard_size)):
+        start = index * shard_size
+        count = min(shard_size, samples - start)
+        path = _shard_path(folder, index)
+        states = _read_shard(path, (count, *state_shape)) if path.exists() else None
+        if states is None:
+            states = make(start, count)
+            _write_shard(path, states, start)
+        else:
+            bar.update(count)
+        parts.append(states[:count])
+    return torch.cat(parts)
 
+
+def _check_or_write_meta(folder: Path, meta: dict[str, Any]) -> None:
+    """Refuse a cache made with other settings; write ``meta.json`` into a new or empty folder."""
     meta_path = folder / META_NAME
     if meta_path.exists():
         saved = read_json(meta_path, "pair cache meta")
@@ -312,18 +346,74 @@ def _cached_states(
         raise BossflowError(f"pairs folder {folder} is not empty and holds no {META_NAME}; choose an empty or new folder.")
     else:
         write_json_atomic(meta_path, meta)
+
+
+def _write_shard(path: Path, states: Tensor, start: int) -> None:
+    import safetensors.torch
+
+    count = int(states.shape[0])
+    blob = safetensors.torch.save({"states": states.contiguous()},
+                                  metadata={"format": PAIRS_FORMAT, "start": str(start), "count": str(count)})
+    write_atomic(path, lambda f: f.write(blob))
+
+
+def _shared_states(
+    folder: Path | None,
+    meta: dict[str, Any],
+    samples: int,
+    shard_size: int,
+    make: Callable[[int, int], Tensor],
+    bar: Any,
+    state_shape: tuple[int, ...],
+) -> Tensor:
+    """:func:`_cached_states` over the ranks of ``torch.distributed``: every rank returns all states.
+
+    Rank 0 checks (or writes) ``meta.json`` and reads the shards already cached; every missing
+    shard is split over the ranks (:func:`bossflow.distributed.shard_range`), each rank makes
+    its contiguous part, and each part is broadcast from its maker. Rank 0 alone writes the new
+    shards, so no disk needs to be shared between nodes. ``folder=None``: nothing read or written.
+    """
+    world, me = world_size(), rank()
+    n_shards = -(-samples // shard_size)
+    counts = [min(shard_size, samples - i * shard_size) for i in range(n_shards)]
+    cached: dict[int, Tensor] = {}
+
+    def survey() -> list[int]:
+        if folder is None:
+            return []
+        _check_or_write_meta(folder, meta)
+        for index, count in enumerate(counts):
+            path = _shard_path(folder, index)
+            states = _read_shard(path, (count, *state_shape)) if path.exists() else None
+            if states is not None:
+                cached[index] = states[:count].contiguous()
+        return sorted(cached)
+
+    have = set(on_main(survey))
+    mine = {}
+    for index in range(n_shards):  # make my part of every missing shard first, then exchange
+        if index not in have:
+            lo, hi = shard_range(counts[index], me, world)
+            if hi > lo:
+                mine[index] = make(index * shard_size + lo, hi - lo).contiguous()
     parts = []
-    for index in range(-(-samples // shard_size)):
-        start = index * shard_size
-        count = min(shard_size, samples - start)
-        path = _shard_path(folder, index)
-        states = _read_shard(path, (count, *state_shape)) if path.exists() else None
-        if states is None:
-            states = make(start, count)
-            blob = safetensors.torch.save({"states": states.contiguous()},
-                                          metadata={"format": PAIRS_FORMAT, "start": str(start), "count": str(count)})
-            write_atomic(path, lambda f, blob=blob: f.write(blob))
-        else:
+    for index, count in enumerate(counts):
+        states = cached.get(index, torch.empty((count, *state_shape), dtype=torch.float32))
+        if index in have:
+            broadcast_tensor(states, src=0)
             bar.update(count)
-        parts.append(states[:count])
+        else:
+            for source in range(world):
+                lo, hi = shard_range(count, source, world)
+                if hi == lo:
+                    continue
+                if source == me:
+                    states[lo:hi] = mine.pop(index)
+                broadcast_tensor(states[lo:hi], src=source)
+                if source != me:
+                    bar.update(hi - lo)
+            if folder is not None and is_main():
+                _write_shard(_shard_path(folder, index), states, index * shard_size)
+        parts.append(states)
+    barrier()  # rank 0 has written every shard before any rank goes on
     return torch.cat(parts)

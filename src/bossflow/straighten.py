@@ -26,6 +26,12 @@ clipping, EMA of the trained weights (exported), seeded draws, and atomic checkp
 (weights, EMA, optimizer moments, step, generator state) every ``checkpoint_every`` steps:
 resuming gives the same final weights as an uninterrupted run (same machine and threads).
 Time convention: ``t = 0`` noise, ``t = 1`` data.
+
+Under ``torch.distributed`` (``torchrun``) the student is wrapped in DistributedDataParallel:
+every rank draws the same global batch and trains on its contiguous share of the rows, so a
+run on N processes takes the steps of one process (to float rounding), rank 0 alone writes
+checkpoints, and a checkpoint (global state) resumes on any number of processes. Training runs
+on the teacher's device.
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .distributed import all_reduce_sum_float64, is_main, on_main, rank, shard_range, world_size
 from .errors import BossflowError
 from .noise import sample_seed
 from .pairs import PairData
@@ -153,18 +160,37 @@ def _reflow_batch(pairs: PairData, generator: torch.Generator, batch_size: int) 
     return (1 - tt) * x0 + tt * x1, t, x1 - x0
 
 
-def _rollout_loss(student: nn.Module, pairs: PairData, table: dict[str, Tensor], generator: torch.Generator,
-                  batch_size: int, distance: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
-    """Endpoint error of the student's own K-step Euler rollout along one schedule (drawn uniformly), per sample."""
+def _rollout_batch(pairs: PairData, table: dict[str, Tensor], generator: torch.Generator,
+                   batch_size: int) -> tuple[Tensor, Tensor, list[tuple[float, float]]]:
+    """``(x_0, x_1, steps)`` for a rollout along one schedule (drawn uniformly): ``steps = [(t_b - t_a, s_a), ...]``."""
     group = int(torch.randint(table["counts"].numel(), (1,), generator=generator))
     sample = torch.randint(pairs.n_samples, (batch_size,), generator=generator)
     first = int(table["offsets"][group])
-    x = pairs.states[sample, int(table["a"][first])]
+    steps = []
     for step in range(first, first + int(table["counts"][group])):
         a, b = int(table["a"][step]), int(table["b"][step])
-        s = torch.full((batch_size,), float(table["eval"][step]), dtype=x.dtype)
-        x = x + float(table["times"][b] - table["times"][a]) * student(x, s)
-    return distance(x, pairs.states[sample, -1])
+        steps.append((float(table["times"][b] - table["times"][a]), float(table["eval"][step])))
+    return pairs.states[sample, int(table["a"][first])], pairs.states[sample, -1], steps
+
+
+class _Objective(nn.Module):
+    """The per-sample training distances of one batch in one forward call (what DistributedDataParallel wraps).
+
+    Without ``steps``: ``distance(student(x, t), target)``. With ``steps = [(dt, s), ...]``: the
+    student's own Euler rollout ``x <- x + dt * student(x, s)`` from ``x``, then ``distance(x, target)``.
+    """
+
+    def __init__(self, student: nn.Module, distance: Callable[[Tensor, Tensor], Tensor]) -> None:
+        super().__init__()
+        self.student = student
+        self.distance = distance
+
+    def forward(self, x: Tensor, t: Tensor | None, target: Tensor, steps: list[tuple[float, float]] | None = None) -> Tensor:
+        if not steps:
+            return self.distance(self.student(x, t), target)
+        for dt, s in steps:
+            x = x + dt * self.student(x, torch.full((x.shape[0],), s, dtype=x.dtype, device=x.device))
+        return self.distance(x, target)
 
 
 def _transition_table(pairs: PairData) -> dict[str, Tensor]:
@@ -213,7 +239,7 @@ def straighten(
         objective: ``"boss"`` (steps of the schedules), ``"rollout"`` (the student's own K-step
             endpoint error) or ``"reflow"`` (straight couplings).
         steps: total optimizer steps (on resume, the target step).
-        batch_size: pairs per step.
+        batch_size: pairs per step (the global batch: processes under ``torch.distributed`` share it).
         lr: AdamW learning rate; ``None``: 1e-4 for full fine-tuning, 1e-3 for LoRA.
         weight_decay: AdamW decoupled weight decay.
         grad_clip: maximum gradient norm.
@@ -268,6 +294,10 @@ def straighten(
     if objective != "reflow" and not pairs.transitions:
         raise BossflowError("the pair data holds no schedule steps to straighten along.")
 
+    world, me = world_size(), rank()
+    if batch_size < world:
+        raise BossflowError(f"batch_size {batch_size} is smaller than the {world} processes sharing it; "
+                            "pass a batch size of at least the number of processes.")
     teacher_sha = model_fingerprint(teacher)
     config = {
         "objective": objective,
@@ -301,13 +331,20 @@ def straighten(
     start, elapsed_before = 0, 0.0
 
     ckpt_path = Path(out_dir) / CHECKPOINT_NAME if out_dir is not None else None
-    if ckpt_path is not None and ckpt_path.exists():
+
+    def read_checkpoint() -> tuple[dict[str, str], dict[str, Tensor]] | None:
+        if ckpt_path is None or not ckpt_path.exists():
+            return None
         if not resume:
             raise BossflowError(
                 f"{out_dir} already holds a straightening checkpoint; pass --resume (resume=True) to continue it, "
                 "or choose another output folder."
             )
-        metadata, tensors = load_checkpoint(ckpt_path, CHECKPOINT_FORMAT, ("train",))
+        return load_checkpoint(ckpt_path, CHECKPOINT_FORMAT, ("train",))
+
+    found = on_main(read_checkpoint)  # rank 0 reads it; the checkpoint is global, so any number of ranks resumes it
+    if found is not None:
+        metadata, tensors = found
         check_resume_config(ckpt_path, json.loads(metadata["config"]), config, _RESUME_KEYS)
         start = int(metadata["step"])
         if start > steps:
@@ -321,30 +358,48 @@ def straighten(
     began = time.perf_counter()
 
     def checkpoint(step: int) -> None:
-        if ckpt_path is not None and checkpoint_every > 0:
+        if ckpt_path is not None and checkpoint_every > 0 and is_main():
             save_checkpoint(ckpt_path, format_tag=CHECKPOINT_FORMAT, step=step, config=config,
                             state={n: params[n] for n in names}, ema=ema, optimizer=optimizer,
                             generators={"train": generator}, losses=losses,
                             elapsed=elapsed_before + time.perf_counter() - began)
 
+    # Every rank draws the same global batch from the same generator and computes its contiguous
+    # share of the rows; DistributedDataParallel averages the gradients of `share sum * world / B`,
+    # which is the gradient of the global batch mean: the same step as one process takes.
+    device = next(iter(params.values())).device
+    objective_fn = _Objective(student, distance_fn)
+    if world > 1:
+        objective_fn = nn.parallel.DistributedDataParallel(objective_fn,
+                                                           device_ids=[device] if device.type == "cuda" else None)
+    rows = slice(*shard_range(batch_size, me, world))
     label = f"{objective}{' LoRA' if lora is not None else ''}"
-    bar = tqdm(total=steps, initial=start, disable=not progress, unit="step", desc=f"straighten ({label})",
-               dynamic_ncols=True)
+    bar = tqdm(total=steps, initial=start, disable=not progress or not is_main(), unit="step",
+               desc=f"straighten ({label})", dynamic_ncols=True)
     try:
         for step in range(start, steps):
+            t, rollout = None, None
             if objective == "rollout":
-                loss = _rollout_loss(student, pairs, table, generator, batch_size, distance_fn).mean()
+                x, target, rollout = _rollout_batch(pairs, table, generator, batch_size)
+            elif objective == "boss":
+                x, t, target = _boss_batch(pairs, table, generator, batch_size)
             else:
-                if objective == "boss":
-                    x, t, target = _boss_batch(pairs, table, generator, batch_size)
-                else:
-                    x, t, target = _reflow_batch(pairs, generator, batch_size)
-                loss = distance_fn(student(x, t), target).mean()
+                x, t, target = _reflow_batch(pairs, generator, batch_size)
+            if world > 1:
+                x, target = x[rows], target[rows]
+                t = t[rows] if t is not None else None
+            distances = objective_fn(x.to(device), t.to(device) if t is not None else None, target.to(device), rollout)
+            if world > 1:
+                loss = distances.sum() * (world / batch_size)
+                loss_value = float(all_reduce_sum_float64([float(distances.detach().sum())])[0]) / batch_size
+            else:
+                loss = distances.mean()
+                loss_value = float(loss.detach())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_([params[n] for n in names], grad_clip)
             optimizer.step()
-            losses.append(float(loss.detach()))
+            losses.append(loss_value)
             update_ema(ema, params, ema_decay, step)
             bar.update(1)
             if (step + 1) % 10 == 0 or step + 1 == steps:
@@ -382,6 +437,7 @@ def straighten(
         "loss_curve": loss_curve(losses),
         "wall_seconds": round(elapsed, 1),
         "threads": torch.get_num_threads(),
+        "processes": world,
         "torch": torch.__version__,
     }
     return result, record
@@ -556,6 +612,8 @@ def cmd_straighten(args: Any) -> int:
         print(f"bossflow: interrupted; the last checkpoint in {out} is kept: rerun with --resume to continue.",
               file=sys.stderr)
         return 130
+    if not is_main():
+        return 0  # rank 0 writes the model directory and reports
     argv = ["bossflow", "straighten", *sys.argv[2:]] if len(sys.argv) > 2 and sys.argv[1] == "straighten" else None
     training = {**record, "teacher": str(args.model), "teacher_training": config.get("training"),
                 "schedule_file": args.schedule, "bossflow": __version__,

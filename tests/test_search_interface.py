@@ -9,6 +9,8 @@ from bossflow.errors import BossflowError
 from bossflow.search import SEARCHES, sample_with, search
 
 NFES = list(range(1, 11))
+# Reduced L-BFGS budgets keep the refinement-based searches to seconds; their quality is tested elsewhere.
+FAST = {"refined": {"steps": 30, "screen_steps": 10}, "auto": {"refine": {"steps": 30, "screen_steps": 10}}}
 
 
 @pytest.fixture(scope="module")
@@ -22,8 +24,8 @@ def case():
 @pytest.mark.parametrize("method", list(SEARCHES))
 def test_every_budget_valid_and_deterministic(case, method):
     model, noise, grid = case
-    first = SEARCHES[method](model, noise, grid, NFES, provenance={"model": "gmm-2d"})
-    again = SEARCHES[method](model, noise, grid, NFES, provenance={"model": "gmm-2d"})
+    first = SEARCHES[method](model, noise, grid, NFES, provenance={"model": "gmm-2d"}, **FAST.get(method, {}))
+    again = SEARCHES[method](model, noise, grid, NFES, provenance={"model": "gmm-2d"}, **FAST.get(method, {}))
     assert sorted(first) == NFES
     for nfe in NFES:
         s = first[nfe]
@@ -40,7 +42,7 @@ def test_every_budget_valid_and_deterministic(case, method):
 @pytest.mark.parametrize("method", list(SEARCHES))
 def test_sampler_spends_nfe_model_calls(case, method):
     model, noise, grid = case
-    s = search(model, 3, grid, noise, method=method)
+    s = search(model, 3, grid, noise, method=method, **FAST.get(method, {}))
     counter = bf.NFECounter(model)
     sample_with(counter, noise, s)
     assert counter.nfe == 3

@@ -136,8 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--method",
         choices=list(SEARCHES),
         default="bellman",
-        help="bellman (BOSS, default); global-dp, gits, ays, evolution, olss or refined search (see README); "
-        "uniform, edm and shift write a baseline schedule",
+        help="bellman (BOSS, default: cheap, straightenable, every adapter takes it); auto (the lowest error: the best of "
+        "refined, refined-ls, olss and the DPs on held-out noises, ~30-180 fine trajectories); global-dp, gits, ays, "
+        "evolution, olss or refined (see README); uniform, edm and shift write a baseline schedule",
     )
     p.add_argument("--grid", choices=["uniform", "edm"], default="uniform", help="base grid family (default: uniform)")
     p.add_argument("--grid-steps", type=_positive_int, default=100, metavar="N", help="base grid intervals (default: 100)")

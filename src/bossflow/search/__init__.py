@@ -9,6 +9,10 @@ that finds schedules for several budgets at once (the DPs get every budget from 
 registered by name in :data:`SEARCHES`. :func:`search` is the one-budget form. Time
 convention: ``t = 0`` noise, ``t = 1`` data; ``noise`` is ``(B, *shape)`` at ``t = 0``; ``grid``
 is the ``(N + 1,)`` base grid that grid-based searches pick their times from.
+
+``auto`` (:func:`bossflow.search.auto.auto_schedules`) combines the others: it fits
+uniform, BOSS, the global-error DP, OLSS and the refinement on part of the noises and
+returns, per budget, the one that does best on the rest.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from ..cost import cost_matrix
 from ..errors import BossflowError
 from ..schedules import SCHEDULE_FAMILIES, Schedule
 from ..solvers import euler
+from .auto import auto_schedules, refit_last_step
 from .ays import ays_schedules
 from .evolution import evolution_schedules
 from .gits import gits_schedules
@@ -75,6 +80,7 @@ SEARCHES: dict[str, SearchFunction] = {
     "evolution": evolution_schedules,
     "olss": olss_schedules,
     "refined": refined_schedules,
+    "auto": auto_schedules,
 }
 
 
@@ -122,6 +128,7 @@ def search(
 
 __all__ = [
     "SEARCHES",
+    "auto_schedules",
     "ays_schedules",
     "boss_schedules",
     "evolution_schedules",
@@ -132,6 +139,7 @@ __all__ = [
     "olss_solve",
     "refine_schedule",
     "refined_schedules",
+    "refit_last_step",
     "sample_with",
     "search",
 ]

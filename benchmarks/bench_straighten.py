@@ -26,7 +26,8 @@ Targets (issue 7)
 
 Command
   python benchmarks/bench_straighten.py                      # digits: about an hour on one CPU thread
-  python benchmarks/bench_straighten.py --fashion runs/fmnist --steps 1000 --only fashion
+  python benchmarks/bench_straighten.py --fashion runs/fmnist --only fashion --steps 1000 --batch-size 64 \
+      --samples 4096 --eval-samples 1000 --variants boss-full-nfe-2,boss-full-mixed-2-4-6,reflow
 
 Trained students, pairs and scores are kept in ``--out`` (default ``bench-out/straighten``):
 a rerun reuses them and only trains what is missing.
@@ -81,7 +82,7 @@ def slug(label: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in label.lower()).strip("-").replace("--", "-")
 
 
-def train_or_load(teacher, config, pairs, label, settings, steps, out: Path):
+def train_or_load(teacher, config, pairs, label, settings, steps, out: Path, batch_size: int = 128):
     folder = out / slug(label)
     if (folder / CONFIG_NAME).exists():
         model, saved = load_model_dir(folder)
@@ -89,7 +90,7 @@ def train_or_load(teacher, config, pairs, label, settings, steps, out: Path):
     lora = LoraSettings(rank=settings["lora"]) if "lora" in settings else None
     student, record = straighten(
         teacher, pairs.select(settings["nfes"]), objective=settings.get("objective", "boss"), steps=steps,
-        batch_size=128, lr=settings.get("lr", 1e-3 if lora else 3e-4), lora=lora, seed=0, out_dir=folder,
+        batch_size=batch_size, lr=settings.get("lr", 1e-3 if lora else 3e-4), lora=lora, seed=0, out_dir=folder,
         checkpoint_every=500, resume=True, progress=False,
     )
     save_model_dir(student, folder, architecture=config["architecture"], kwargs=config["kwargs"],
@@ -132,9 +133,16 @@ def bench_teacher(name: str, spec: str, args: argparse.Namespace) -> list[dict]:
     for k in NFES:
         rows.append({"model": "teacher, uniform", "nfe": k, **score(teacher, bf.uniform_schedule(k))})
         rows.append({"model": "teacher, Bellman", "nfe": k, **score(teacher, schedules[k])})
-    for label, settings in variants(args.steps, args.lora_rank):
+    chosen = variants(args.steps, args.lora_rank)
+    if args.variants:
+        wanted = [w.strip() for w in args.variants.split(",") if w.strip()]
+        unknown = [w for w in wanted if w not in {slug(label) for label, _ in chosen}]
+        if unknown:
+            raise SystemExit(f"unknown variants {unknown}; choose among {', '.join(slug(label) for label, _ in chosen)}")
+        chosen = [(label, settings) for label, settings in chosen if slug(label) in wanted]
+    for label, settings in chosen:
         started = time.perf_counter()
-        student, record = train_or_load(teacher, config, pairs, label, settings, args.steps, out)
+        student, record = train_or_load(teacher, config, pairs, label, settings, args.steps, out, args.batch_size)
         for k in settings["nfes"]:
             rows.append({"model": label, "nfe": k, "train_seconds": record.get("wall_seconds"),
                          "steps": record.get("steps"), **score(student, schedules[k])})
@@ -187,6 +195,8 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=16384, help="teacher trajectories for the pairs (default 16384)")
     parser.add_argument("--eval-samples", type=int, default=2000, help="evaluation noises (default 2000)")
     parser.add_argument("--lora-rank", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=128, help="pairs per step of every student (default 128)")
+    parser.add_argument("--variants", help="comma-separated subset of the students, by slug (e.g. boss-full-nfe-2,reflow)")
     parser.add_argument("--out", default="bench-out/straighten")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from bossflow.cli import main
-from bossflow.demo import demo_plan
+from bossflow.demo import STRAIGHTENED, demo_plan
 from bossflow.errors import BossflowError
 
 
@@ -24,7 +24,9 @@ def test_demo_quick_report_has_every_method_and_budget(demo, capsys):
     report = json.loads((out / "report.json").read_text())
     for plan in demo_plan(quick=True):
         rows = [r for r in report["rows"] if r["model"] == plan.name]
-        assert sorted((r["method"], r["nfe"]) for r in rows) == sorted((m, k) for m in plan.methods for k in plan.nfes)
+        expected = [(m, k) for m in plan.methods for k in plan.nfes]
+        expected += [(STRAIGHTENED, k) for _ in plan.students for k in (2, 4, 6)]  # digits-boss: its own schedules
+        assert sorted((r["method"], r["nfe"]) for r in rows) == sorted(expected)
         keys = ("rmse", "w2", "mmd2", "nfe_spent", "sample_seconds", "search_seconds") + (("fd",) if plan.name == "digits" else ())
         for r in rows:
             assert all(np.isfinite(r[k]) for k in keys), r
@@ -32,6 +34,10 @@ def test_demo_quick_report_has_every_method_and_budget(demo, capsys):
         floor = report["floors"][plan.name]
         assert floor["w2"] > 0 and floor["nfe_spent"] > max(plan.nfes)
     assert report["floors"]["digits"]["fd"] > 0 and report["floors"]["gmm-2d"]["fd"] is None
+    # The shipped straightened student beats the teacher's Bellman schedule at every budget it was made for.
+    digits = {(r["method"], r["nfe"]): r["rmse"] for r in report["rows"] if r["model"] == "digits"}
+    for k in (2, 4, 6):
+        assert digits[(STRAIGHTENED, k)] < digits[("bellman", k)]
     md = (out / "report.md").read_text()
     assert md.startswith("# bossflow demo") and "## Summary: endpoint RMSE" in md
     for name in report["figures"]:

@@ -53,7 +53,15 @@ from .distributed import all_reduce_sum_float64, is_main, on_main, rank, shard_r
 from .errors import BossflowError
 from .noise import sample_seed
 from .pairs import PairData
-from .training import check_resume_config, load_checkpoint, loss_curve, restore_checkpoint, save_checkpoint, update_ema
+from .training import (
+    check_resume_config,
+    load_checkpoint,
+    loss_curve,
+    restore_checkpoint,
+    run_steps,
+    save_checkpoint,
+    update_ema,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -260,7 +268,6 @@ def straighten(
     Raises:
         BossflowError: bad settings, a checkpoint without ``resume``, or a checkpoint made with other settings.
     """
-    from tqdm.auto import tqdm
 
     from .cost import model_fingerprint
 
@@ -374,45 +381,33 @@ def straighten(
                                                            device_ids=[device] if device.type == "cuda" else None)
     rows = slice(*shard_range(batch_size, me, world))
     label = f"{objective}{' LoRA' if lora is not None else ''}"
-    bar = tqdm(total=steps, initial=start, disable=not progress or not is_main(), unit="step",
-               desc=f"straighten ({label})", dynamic_ncols=True)
-    try:
-        for step in range(start, steps):
-            t, rollout = None, None
-            if objective == "rollout":
-                x, target, rollout = _rollout_batch(pairs, table, generator, batch_size)
-            elif objective == "boss":
-                x, t, target = _boss_batch(pairs, table, generator, batch_size)
-            else:
-                x, t, target = _reflow_batch(pairs, generator, batch_size)
-            if world > 1:
-                x, target = x[rows], target[rows]
-                t = t[rows] if t is not None else None
-            distances = objective_fn(x.to(device), t.to(device) if t is not None else None, target.to(device), rollout)
-            if world > 1:
-                loss = distances.sum() * (world / batch_size)
-                loss_value = float(all_reduce_sum_float64([float(distances.detach().sum())])[0]) / batch_size
-            else:
-                loss = distances.mean()
-                loss_value = float(loss.detach())
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_([params[n] for n in names], grad_clip)
-            optimizer.step()
-            losses.append(loss_value)
-            update_ema(ema, params, ema_decay, step)
-            bar.update(1)
-            if (step + 1) % 10 == 0 or step + 1 == steps:
-                window = losses[-50:]
-                bar.set_postfix(loss=f"{sum(window) / len(window):.4f}", refresh=False)
-            if on_step is not None:
-                on_step(step + 1, losses[-1])
-            if checkpoint_every > 0 and (step + 1) % checkpoint_every == 0 and step + 1 < steps:
-                checkpoint(step + 1)
-    finally:
-        bar.close()
-    if start < steps:
-        checkpoint(steps)
+    def one_step(step: int) -> float:
+        t, rollout = None, None
+        if objective == "rollout":
+            x, target, rollout = _rollout_batch(pairs, table, generator, batch_size)
+        elif objective == "boss":
+            x, t, target = _boss_batch(pairs, table, generator, batch_size)
+        else:
+            x, t, target = _reflow_batch(pairs, generator, batch_size)
+        if world > 1:
+            x, target = x[rows], target[rows]
+            t = t[rows] if t is not None else None
+        distances = objective_fn(x.to(device), t.to(device) if t is not None else None, target.to(device), rollout)
+        if world > 1:
+            loss = distances.sum() * (world / batch_size)
+            loss_value = float(all_reduce_sum_float64([float(distances.detach().sum())])[0]) / batch_size
+        else:
+            loss = distances.mean()
+            loss_value = float(loss.detach())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_([params[n] for n in names], grad_clip)
+        optimizer.step()
+        update_ema(ema, params, ema_decay, step)
+        return loss_value
+
+    run_steps(losses, start, steps, one_step, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
+              progress=progress and is_main(), desc=f"straighten ({label})", on_step=on_step)
     elapsed = elapsed_before + time.perf_counter() - began
 
     with torch.no_grad():

@@ -40,7 +40,15 @@ from .checkpoints import (
 )
 from .errors import BossflowError, ModelSpecError
 from .noise import sample_seed
-from .training import check_resume_config, load_checkpoint, loss_curve, restore_checkpoint, save_checkpoint, update_ema
+from .training import (
+    check_resume_config,
+    load_checkpoint,
+    loss_curve,
+    restore_checkpoint,
+    run_steps,
+    save_checkpoint,
+    update_ema,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -247,7 +255,6 @@ def train_teacher(
         BossflowError: bad settings, an existing checkpoint without ``resume``, or a checkpoint
             made with other settings.
     """
-    from tqdm.auto import tqdm
 
     data = _check_data(data)
     for name, value in (("steps", steps), ("batch_size", batch_size)):
@@ -329,22 +336,14 @@ def train_teacher(
                             ema=ema, optimizer=optimizer, generators={"train": generator}, losses=losses,
                             elapsed=elapsed_before + time.perf_counter() - began)
 
+    def one_step(step: int) -> float:
+        loss = _train_step(model, optimizer, data, generator, batch_size, grad_clip)
+        update_ema(ema, model.state_dict(), ema_decay, step)
+        return loss
+
     desc = f"teacher {data_info['name']}" if isinstance(data_info, dict) and "name" in data_info else "teacher"
-    bar = tqdm(total=steps, initial=start, disable=not progress, unit="step", desc=desc, dynamic_ncols=True)
-    try:
-        for step in range(start, steps):
-            losses.append(_train_step(model, optimizer, data, generator, batch_size, grad_clip))
-            update_ema(ema, model.state_dict(), ema_decay, step)
-            bar.update(1)
-            if (step + 1) % 10 == 0 or step + 1 == steps:
-                window = losses[-50:]
-                bar.set_postfix(loss=f"{sum(window) / len(window):.4f}", refresh=False)
-            if checkpoint_every > 0 and (step + 1) % checkpoint_every == 0 and step + 1 < steps:
-                checkpoint(step + 1)
-    finally:
-        bar.close()
-    if start < steps:
-        checkpoint(steps)
+    run_steps(losses, start, steps, one_step, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
+              progress=progress, desc=desc)
     elapsed = elapsed_before + time.perf_counter() - began
 
     teacher = build_model(architecture, dict(arch_kwargs))

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -175,3 +175,41 @@ def restore_checkpoint(
             generator.set_state(tensors[f"rng.{name}"])
     except (RuntimeError, ValueError, KeyError) as exc:
         raise FileFormatError(f"checkpoint {path} does not fit this model ({exc}); delete it to start again.") from None
+
+
+def run_steps(
+    losses: list[float],
+    start: int,
+    steps: int,
+    one_step: Callable[[int], float],
+    *,
+    checkpoint: Callable[[int], None],
+    checkpoint_every: int,
+    progress: bool,
+    desc: str,
+    on_step: Callable[[int, float], None] | None = None,
+) -> None:
+    """The optimisation loop: ``one_step(step)`` for ``step = start .. steps - 1``, its loss appended to ``losses``.
+
+    Shows a tqdm bar with the mean loss of the last 50 steps, calls ``on_step(step + 1, loss)``
+    after every step, and ``checkpoint(step + 1)`` every ``checkpoint_every`` steps (0: never)
+    and once at the end when any step ran.
+    """
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=steps, initial=start, disable=not progress, unit="step", desc=desc, dynamic_ncols=True)
+    try:
+        for step in range(start, steps):
+            losses.append(one_step(step))
+            bar.update(1)
+            if (step + 1) % 10 == 0 or step + 1 == steps:
+                window = losses[-50:]
+                bar.set_postfix(loss=f"{sum(window) / len(window):.4f}", refresh=False)
+            if on_step is not None:
+                on_step(step + 1, losses[-1])
+            if checkpoint_every > 0 and (step + 1) % checkpoint_every == 0 and step + 1 < steps:
+                checkpoint(step + 1)
+    finally:
+        bar.close()
+    if start < steps:
+        checkpoint(steps)

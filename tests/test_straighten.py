@@ -352,6 +352,15 @@ def test_cmd_straighten_end_to_end_then_sample_and_search_again(tmp_path, capsys
     assert main([*argv, "--resume"]) == 0
 
 
+def test_cmd_straighten_device_option(tmp_path, capsys, schedules):
+    sched = _schedule_file(tmp_path, schedules)
+    common = ["straighten", "--model", "gmm-2d-teacher", "--schedule", str(sched), "--steps", "3", "--samples", "16",
+              "--grid-steps", "10", "--quiet"]
+    assert main([*common, "--device", "auto", "--out", str(tmp_path / "a")]) == 0
+    assert main([*common, "--device", "nonsense", "--out", str(tmp_path / "b")]) == 2
+    assert "device 'nonsense'" in capsys.readouterr().err
+
+
 def test_cmd_straighten_lora_and_reflow_share_the_pairs(tmp_path, capsys, schedules):
     sched = _schedule_file(tmp_path, schedules)
     common = ["--model", "gmm-2d-teacher", "--schedule", str(sched), "--steps", "10", "--samples", "32",

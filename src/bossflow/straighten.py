@@ -49,7 +49,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .distributed import all_reduce_sum_float64, is_main, on_main, rank, shard_range, world_size
+from .distributed import all_reduce_sum_float64, is_main, on_main, pick_device, rank, shard_range, world_size
 from .errors import BossflowError
 from .noise import sample_seed
 from .pairs import PairData
@@ -525,6 +525,8 @@ def add_straighten_parser(subparsers: Any) -> Any:
     p.add_argument("--seed", type=_non_negative_int, default=0, help="seed of the noises, LoRA init and batches (default: 0)")
     p.add_argument("--checkpoint-every", type=_non_negative_int, default=250, metavar="N",
                    help="steps between checkpoints, 0 for none (default: 250)")
+    p.add_argument("--device", default="cpu",
+                   help="torch device for pairs and training: cpu, cuda, cuda:1 or auto (default: cpu)")
     p.add_argument("--threads", type=_positive_int, metavar="N", help="torch CPU threads (default: torch's choice)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -578,6 +580,7 @@ def cmd_straighten(args: Any) -> int:
         raise BossflowError(f"{out} already holds a straightening checkpoint; pass --resume to continue it, "
                             "or choose another output folder.")
     teacher, config = load_model_dir(folder)
+    teacher = teacher.to(pick_device(args.device))
     schedules = _straighten_schedules(args.schedule, args.nfe, args.objective)
     lora = None
     if args.lora_rank is not None:

@@ -184,3 +184,27 @@ def test_model_failure_is_one_line_exit_1(capsys, monkeypatch):
     with pytest.raises(RuntimeError):
         main(["schedule", "--model", "user_models:wrong_shape", "--shape", "3", "--samples", "4", "--grid-steps", "4",
               "--nfe", "2", "--quiet"])
+
+
+def test_sigterm_stops_a_long_job_like_ctrl_c_and_it_resumes(tmp_path):
+    """A killed background job keeps its last checkpoint, says how to continue, and exits 130."""
+    import signal
+    import subprocess
+    import time
+
+    out = tmp_path / "teacher"
+    cmd = [sys.executable, "-m", "bossflow.cli", "teacher", "gmm-2d", "--out", str(out), "--steps", "1000000",
+           "--checkpoint-every", "5", "--threads", "1", "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "checkpoint.safetensors").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert (out / "checkpoint.safetensors").exists()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "--resume" in err and "Traceback" not in err
+    assert (out / "checkpoint.safetensors").exists() and not (out / "config.json").exists()

@@ -10,7 +10,7 @@ import contextlib
 import io
 import os
 import sys
-from typing import Sequence
+from typing import Any, Sequence
 
 from .errors import BossflowError
 
@@ -380,10 +380,29 @@ COMMANDS = {"schedule": cmd_schedule, "demo": cmd_demo, "bench": cmd_bench, "eva
             "straighten": cmd_straighten, "sample": cmd_sample}
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _stop_on_sigterm() -> Any:
+    """Treat SIGTERM (``kill``, schedulers' pre-emption) like Ctrl-C: long jobs keep their last checkpoint.
+
+    Background jobs started from a non-interactive shell ignore SIGINT, so SIGTERM is how they are
+    stopped. Returns the previous handler (``None`` off the main thread), restored when ``main`` ends.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _interrupt)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``bossflow`` command. Under ``torchrun`` (``WORLD_SIZE`` > 1) every rank runs it; rank 0 prints and writes."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    previous_sigterm = _stop_on_sigterm()
     joined = False
     where = ""
     try:
@@ -409,6 +428,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 1
     finally:
+        if previous_sigterm is not None:
+            import signal
+
+            signal.signal(signal.SIGTERM, previous_sigterm)
         if joined:
             from .distributed import shutdown
 

@@ -361,3 +361,13 @@ def test_metadata_cannot_overwrite_the_network_fields(tmp_path):
     with pytest.raises(ModelSpecError, match="may not set format"):
         save_model_dir(VelocityMLP(**SMALL_MLP), tmp_path, architecture="VelocityMLP", kwargs=SMALL_MLP,
                        sample_shape=(2,), format="evil/1")
+
+
+def test_shipped_fashion_mnist_teacher_loads_and_samples():
+    model, config = load_model_dir(shipped_model_dir("fashion-mnist"))
+    assert model.sample_shape == (1, 28, 28) and config["data"]["name"] == "fashion-mnist"
+    assert config["training"]["steps"] == 11250
+    noise = bf.gaussian_noise(4, (1, 28, 28), seed=0)
+    with torch.no_grad():
+        x = bf.euler(model, noise, bf.uniform_schedule(4))
+    assert x.shape == (4, 1, 28, 28) and torch.isfinite(x).all()

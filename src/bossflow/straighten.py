@@ -497,7 +497,7 @@ def add_straighten_parser(subparsers: Any) -> Any:
         epilog=STRAIGHTEN_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--model", required=True, help="the teacher: a shipped teacher (digits, gmm-2d-teacher) or a model directory")
+    p.add_argument("--model", required=True, help="the teacher: a shipped model (digits, fashion-mnist, gmm-2d-teacher, digits-boss) or a model directory")
     p.add_argument("--schedule", metavar="FILE", help="schedule file from `bossflow schedule` (optional with --objective reflow)")
     p.add_argument("--nfe", type=_int_list, metavar="K[,K...]", help="budgets of the file to straighten along (default: all)")
     p.add_argument("--out", required=True, metavar="DIR", help="output model directory (also holds checkpoint and pairs)")

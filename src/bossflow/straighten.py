@@ -490,8 +490,9 @@ def add_straighten_parser(subparsers: Any) -> Any:
         "straighten",
         help="fine-tune a model so few Euler steps along its schedule land on its fine solution (BOSS; reflow baseline)",
         description="Straighten a flow along a schedule (BOSS, Nguyen et al. 2024): regress v(x_a, s_a) on\n"
-        "(x_b - x_a) / (t_b - t_a) for teacher states at consecutive schedule times; or, with\n"
-        "--objective reflow, the reflow baseline (Liu et al. 2022) on the same teacher couplings.\n"
+        "(x_b - x_a) / (t_b - t_a) for teacher states at consecutive schedule times; with\n"
+        "--objective rollout, the student's own K-step endpoint error against the teacher's\n"
+        "solution; with --objective reflow, the reflow baseline (Liu et al. 2022) on the same couplings.\n"
         "Full fine-tuning, or LoRA adapters (peft) with --lora-rank. AdamW, gradient clipping,\n"
         "EMA weights, seeded, resumable.",
         epilog=STRAIGHTEN_EXAMPLES,

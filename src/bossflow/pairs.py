@@ -245,7 +245,8 @@ def teacher_pairs(
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise BossflowError(f"{name} must be a positive integer, got {value!r}.")
     times = state_times(schedules)
-    schedule_transitions(schedules, times)  # refuses non-Euler schedules before any work
+    for schedule in schedules:  # refuse non-Euler schedules before any work
+        check_euler_schedule(schedule, "straightening")
     shape = tuple(int(s) for s in shape)
     if cache_dir is not None:
         times = on_main(lambda: _cached_times(Path(cache_dir), times))

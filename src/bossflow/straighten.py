@@ -535,7 +535,9 @@ def add_straighten_parser(subparsers: Any) -> Any:
 
 
 def _straighten_schedules(path: str | None, nfes: list[int] | None, objective: str) -> list[Any]:
-    from .schedules import load_schedules
+    """The Euler schedules ``--schedule path --nfe nfes`` names (every one in the file without ``nfes``)."""
+    from .evaluate import schedule_sources
+    from .schedules import check_euler_schedule
 
     if path is None:
         if objective == "boss":
@@ -543,17 +545,10 @@ def _straighten_schedules(path: str | None, nfes: list[int] | None, objective: s
         if nfes:
             raise BossflowError("--nfe picks budgets of --schedule; pass the schedule file too.")
         return []
-    found = load_schedules(path)
-    if nfes:
-        missing = sorted(set(nfes) - set(found))
-        if missing:
-            raise BossflowError(f"{path} has no schedule with NFE {missing}; it has NFE {sorted(found)}.")
-        found = {k: found[k] for k in sorted(set(nfes))}
-    from .schedules import check_euler_schedule
-
-    for schedule in found.values():
+    schedules = [schedule for _, schedule in schedule_sources([path], nfes)]
+    for schedule in schedules:
         check_euler_schedule(schedule, "straightening")
-    return [found[k] for k in sorted(found)]
+    return schedules
 
 
 def cmd_straighten(args: Any) -> int:

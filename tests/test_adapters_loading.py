@@ -89,7 +89,7 @@ def test_bad_prefixed_specs_say_what_is_wrong(user_file):
 
 def test_cli_schedule_with_a_prefixed_model_equals_the_native_flow(capsys, tmp_path, user_file):
     out_a, out_b = tmp_path / "a.json", tmp_path / "b.json"
-    common = ["--nfe", "3", "--samples", "16", "--grid-steps", "12", "--dtype", "float64", "--quiet"]
+    common = ["--method", "bellman", "--nfe", "3", "--samples", "16", "--grid-steps", "12", "--dtype", "float64", "--quiet"]
     assert main(["schedule", "--model", f"flow_matching:{user_file}:make_fm", *common, "--out", str(out_a)]) == 0
     assert main(["schedule", "--model", "gmm-2d", *common, "--out", str(out_b)]) == 0
     a, b = bf.Schedule.load(out_a), bf.Schedule.load(out_b)

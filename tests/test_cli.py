@@ -21,7 +21,7 @@ def run(capsys, *argv):
 def test_schedule_end_to_end_console_script(tmp_path):
     out = tmp_path / "schedules.json"
     proc = subprocess.run(
-        ["bossflow", "schedule", "--model", "gmm-2d", "--nfe", "2,4,6,8", "--out", str(out), "--samples", "64", "--quiet"],
+        ["bossflow", "schedule", "--model", "gmm-2d", "--method", "bellman", "--nfe", "2,4,6,8", "--out", str(out), "--samples", "64", "--quiet"],
         capture_output=True,
         text=True,
         timeout=300,
@@ -41,7 +41,7 @@ def test_schedule_end_to_end_console_script(tmp_path):
 
 def test_schedule_matches_library(capsys, tmp_path):
     out = tmp_path / "s.json"
-    code, _, _ = run(capsys, "schedule", "--model", "gmm-64d", "--nfe", "3", "--samples", "16", "--grid-steps", "20",
+    code, _, _ = run(capsys, "schedule", "--model", "gmm-64d", "--method", "bellman", "--nfe", "3", "--samples", "16", "--grid-steps", "20",
                      "--dtype", "float64", "--out", str(out), "--quiet")
     assert code == 0
     model = bf.models.gmm_64d()
@@ -56,7 +56,7 @@ def test_schedule_matches_library(capsys, tmp_path):
 def test_module_attribute_models_and_cache(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(TESTS)
     cache = tmp_path / "cost.npz"
-    args = ["schedule", "--nfe", "2", "--samples", "8", "--grid-steps", "10", "--quiet", "--cache", str(cache)]
+    args = ["schedule", "--method", "bellman", "--nfe", "2", "--samples", "8", "--grid-steps", "10", "--quiet", "--cache", str(cache)]
     assert run(capsys, *args, "--model", "user_models:make_flow")[0] == 0
     assert cache.exists()
     code, out, _ = run(capsys, *args, "--model", "user_models:make_flow")  # cache hit
@@ -98,7 +98,7 @@ def test_argparse_errors_exit_2(capsys, argv):
 
 def test_mismatched_cache_is_refused(capsys, tmp_path):
     cache = tmp_path / "c.npz"
-    base = ["schedule", "--nfe", "2", "--samples", "4", "--grid-steps", "10", "--quiet", "--cache", str(cache)]
+    base = ["schedule", "--method", "bellman", "--nfe", "2", "--samples", "4", "--grid-steps", "10", "--quiet", "--cache", str(cache)]
     assert run(capsys, *base, "--model", "gmm-2d")[0] == 0
     code, _, err = run(capsys, *base, "--model", "gmm-2d", "--seed", "3")
     assert code == 2 and "different noise" in err

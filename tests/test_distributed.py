@@ -165,7 +165,7 @@ def test_autocast_model_returns_the_state_dtype():
 
 
 def test_schedule_command_takes_device_auto_and_bf16(tmp_path):
-    args = ["schedule", "--model", "gmm-2d", "--nfe", "2", "--samples", "16", "--grid-steps", "10", "--quiet"]
+    args = ["schedule", "--model", "gmm-2d", "--method", "bellman", "--nfe", "2", "--samples", "16", "--grid-steps", "10", "--quiet"]
     assert main([*args, "--out", str(tmp_path / "cpu.json")]) == 0
     assert main([*args, "--device", "auto", "--out", str(tmp_path / "auto.json")]) == 0
     if not torch.cuda.is_available():
@@ -268,7 +268,7 @@ def _torchrun(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 
 
 def test_schedule_command_under_torchrun_writes_the_plain_runs_schedule(tmp_path, capsys):
-    args = ["schedule", "--model", "gmm-2d", "--nfe", "2,4", "--samples", str(N_COST), "--grid-steps", "20",
+    args = ["schedule", "--model", "gmm-2d", "--method", "bellman", "--nfe", "2,4", "--samples", str(N_COST), "--grid-steps", "20",
             "--batch-size", "8", "--dtype", "float64", "--quiet"]
     assert main([*args, "--out", str(tmp_path / "plain.json")]) == 0
     capsys.readouterr()

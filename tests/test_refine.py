@@ -182,3 +182,17 @@ def test_bad_inputs_raise_clear_errors(case_2d):
 
     with pytest.raises(bf.BossflowError, match="differentiate"):
         refine_schedule(frozen, noise, u2, target=target, steps=2)
+
+
+def test_screening_on_a_subset_of_the_noises(case_2d):
+    """screen_samples ranks the candidates on the first noises only; the result is still checked on all of them."""
+    model, noise, target = case_2d
+    starts = [bf.uniform_schedule(3), bf.Schedule([0.0, 0.2, 0.5, 1.0], method="custom")]
+    full = refine_schedule(model, noise, starts, target=target, steps=10, screen_steps=4)
+    sub = refine_schedule(model, noise, starts, target=target, steps=10, screen_steps=4, screen_samples=16)
+    assert full.meta["screen_samples"] == 64 and sub.meta["screen_samples"] == 16
+    assert sub.meta["backward_rows"] < full.meta["backward_rows"]
+    assert sub.meta["loss"] == pytest.approx(endpoint_mse(model, noise, sub, target), rel=1e-12)
+    assert sub.meta["loss"] <= sub.meta["start_loss"]
+    with pytest.raises(bf.errors.BossflowError, match="screen_samples"):
+        refine_schedule(model, noise, starts, target=target, screen_samples=0)

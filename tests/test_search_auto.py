@@ -26,18 +26,19 @@ def case():
 @pytest.fixture(scope="module")
 def found(case):
     model, noise, grid = case
-    return auto_schedules(model, noise, grid, [1, 2, 3, 4], refine=FAST, provenance={"model": "gmm-2d"})
+    return auto_schedules(model, noise, grid, [1, 2, 3, 4], refine=FAST, continue_steps=10, provenance={"model": "gmm-2d"})
 
 
 def test_valid_and_deterministic(case, found):
     model, noise, grid = case
-    again = auto_schedules(model, noise, grid, [1, 2, 3, 4], refine=FAST, provenance={"model": "gmm-2d"})
+    again = auto_schedules(model, noise, grid, [1, 2, 3, 4], refine=FAST, continue_steps=10, provenance={"model": "gmm-2d"})
     assert sorted(found) == [1, 2, 3, 4]
     for k, s in found.items():
         assert s.nfe == k and s.times[0] == 0.0 and s.times[-1] == 1.0 and np.all(np.diff(s.times) > 0)
         assert s.meta["method"] == "auto" and s.meta["model"] == "gmm-2d"
         assert s.meta["fit_samples"] == 24 and s.meta["holdout_samples"] == 8 and s.meta["refit"] is True
         assert s.meta["model_rows"] > s.meta["teacher_rows"] > 0
+        assert s.meta["fine_trajectories"] == pytest.approx(s.meta["model_rows"] / (20 * 32))
         np.testing.assert_array_equal(s.times, again[k].times)
         assert s.meta == again[k].meta
         counter = bf.NFECounter(model)
@@ -53,40 +54,43 @@ def test_selected_is_the_held_out_minimum(found):
         assert s.meta["candidate_meta"]["method"] == s.meta["selected"]
 
 
-def test_refit_is_the_winning_search_itself(case, found):
-    """With refit, the schedule is exactly what the winning search returns on all the noises."""
+def test_refit_continues_the_winning_refinement(case, found):
+    """A winning refinement continues on every noise from its selection-stage schedule: never worse there."""
     model, noise, grid = case
     winners = {s.meta["selected"] for s in found.values()}
     assert winners & {"refined", "refined-ls"}
-    refined = SEARCHES["refined"](model, noise, grid, [1, 2, 3, 4], **FAST)
+    fitted = auto_schedules(model, noise, grid, [1, 2, 3, 4], refine=FAST, continue_steps=10, refit=False)
     target = bf.reference_solve(model, noise)
+
+    def mse(schedule):
+        return float((sample_with(model, noise, schedule) - target).pow(2).mean())
+
     for k, s in found.items():
+        own = s.meta["candidate_meta"]
         if s.meta["selected"] == "refined":
-            np.testing.assert_array_equal(s.eval_times, refined[k].eval_times)
+            assert own["samples"] == 32 and own["loss"] <= own["continued_from"] * (1 + 1e-12)
+            assert mse(s) <= mse(fitted[k]) * (1 + 1e-9)
         if s.meta["selected"] == "refined-ls":
-            expect = refit_last_step(model, noise, target, refined[k])
-            assert s.meta["olss"] == expect.meta["olss"]
-        if s.meta["selected"] in ("refined", "refined-ls"):
-            np.testing.assert_array_equal(s.times, refined[k].times)
+            assert own["base"] == "refined" and own["samples"] == 32
+        if s.meta["selected"] in ("uniform", "bellman", "olss"):
+            again = SEARCHES[s.meta["selected"]](model, noise, grid, [k])[k]
+            np.testing.assert_array_equal(s.times, again.times)
 
 
-def test_auto_not_worse_than_refined_or_olss_held_out():
-    """A fixed small case: auto's schedules against refined's and OLSS's, fitted on the same noises, on fresh noises."""
-    model = bf.models.gmm_2d()
-    noise = bf.gaussian_noise(64, (2,), seed=TEST_SEED, dtype=torch.float64)
-    z = bf.gaussian_noise(256, (2,), seed=TEST_SEED + 1, dtype=torch.float64)
-    reference = bf.reference_solve(model, z)
-    grid = bf.uniform_schedule(20).times
-    nfes = [2, 4]
-    auto = auto_schedules(model, noise, grid, nfes, refine=FAST)
-    peers = {
-        "refined": SEARCHES["refined"](model, noise, grid, nfes, **FAST),
-        "olss": SEARCHES["olss"](model, noise, grid, nfes),
-    }
-    for k in nfes:
-        ours = bf.endpoint_rmse(sample_with(model, z, auto[k]), reference)
-        best = min(bf.endpoint_rmse(sample_with(model, z, p[k]), reference) for p in peers.values())
-        assert ours <= best * 1.01, (k, ours, best, auto[k].meta["selected"])
+def test_families_give_what_their_consumers_take(case):
+    """family='euler' never returns OLSS-type schedules; family='times' returns step times only."""
+    model, noise, grid = case
+    euler = auto_schedules(model, noise, grid, [2, 3], family="euler", refine=FAST, continue_steps=5)
+    times = auto_schedules(model, noise, grid, [2, 3], family="times", refine=FAST, continue_steps=5)
+    for k in (2, 3):
+        assert "olss" not in euler[k].meta and set(euler[k].meta["holdout_rmse"]) == {"uniform", "bellman", "refined"}
+        assert euler[k].meta["family"] == "euler"
+        bf.schedules.check_euler_schedule(euler[k], "straightening")
+        assert "olss" not in times[k].meta and not times[k].has_eval_times
+    with pytest.raises(BossflowError, match="not Euler"):
+        auto_schedules(model, noise, grid, [2], family="euler", candidates=("olss",))
+    with pytest.raises(BossflowError, match="family"):
+        auto_schedules(model, noise, grid, [2], family="nope")
 
 
 def test_refit_last_step_contains_euler(case):
@@ -132,11 +136,12 @@ def test_options_reach_their_searches(case):
     olss = auto_schedules(model, noise, grid, [3], candidates=("olss",), olss={"selection": "uniform"})[3]
     assert olss.meta["selected"] == "olss" and olss.meta["candidate_meta"]["selection"] == "uniform"
     options = {"candidates": ("refined-ls",), "starts": ("bellman",), "ridge": 0.5,
-               "refine": {"steps": 7, "screen_steps": 3}, "select_refine": {"steps": 4, "screen_steps": 2, "late_starts": ()}}
+               "refine": {"steps": 4, "screen_steps": 2, "late_starts": ()}, "continue_steps": 3}
     fitted = auto_schedules(model, noise, grid, [3], refit=False, **options)[3].meta["candidate_meta"]
     assert (fitted["start"], fitted["ridge"], fitted["steps"], fitted["candidates"]) == ("bellman", 0.5, 4, 1)
+    assert fitted["samples"] == 24
     refitted = auto_schedules(model, noise, grid, [3], **options)[3].meta["candidate_meta"]
-    assert (refitted["steps"], refitted["screen_steps"], refitted["candidates"], refitted["samples"]) == (7, 3, 2, 32)
+    assert (refitted["steps"], refitted["candidates"], refitted["samples"]) == (7, 1, 32)
 
 
 @pytest.mark.parametrize(
@@ -149,6 +154,8 @@ def test_options_reach_their_searches(case):
         ({"holdout": True}, "holdout"),
         ({"starts": ("olss",)}, "starts"),
         ({"starts": ()}, "starts"),
+        ({"continue_steps": 0}, "continue_steps"),
+        ({"refine": {"eval_times": False}}, "family"),
     ],
 )
 def test_bad_options(case, options, match):
@@ -170,15 +177,30 @@ def test_bad_inputs(case):
 
 
 def test_cli_end_to_end(capsys, tmp_path):
+    """auto is the default of `bossflow schedule`; it says what it chose and what it spent."""
     out = tmp_path / "auto.json"
-    code = main(["schedule", "--model", "gmm-2d", "--method", "auto", "--nfe", "2,3", "--samples", "16",
+    code = main(["schedule", "--model", "gmm-2d", "--nfe", "2,3", "--samples", "16",
                  "--grid-steps", "12", "--out", str(out), "--quiet"])
     text = capsys.readouterr().out
-    assert code == 0 and "wrote 2 schedule(s)" in text
+    assert code == 0 and "wrote 2 schedule(s)" in text and "auto spent" in text and "fine trajectories" in text
     loaded = bf.load_schedules(out)
     for s in loaded.values():
-        assert s.meta["method"] == "auto" and s.meta["model"] == "gmm-2d"
+        assert s.meta["method"] == "auto" and s.meta["model"] == "gmm-2d" and s.meta["family"] == "any"
         assert s.meta["selected"] in CANDIDATES and s.meta["holdout_samples"] == 4
+        assert f"[{s.meta['selected']}]" in text
         model = bf.models.gmm_2d()
         x = sample_with(model, bf.gaussian_noise(8, (2,), seed=3), s)
         assert x.shape == (8, 2) and torch.isfinite(x).all()
+
+
+def test_cli_family(capsys, tmp_path):
+    out = tmp_path / "times.json"
+    code = main(["schedule", "--model", "gmm-2d", "--nfe", "2", "--samples", "16", "--grid-steps", "12",
+                 "--family", "times", "--out", str(out), "--quiet"])
+    assert code == 0
+    s = bf.Schedule.load(out, nfe=2)
+    assert s.meta["family"] == "times" and not s.has_eval_times and "olss" not in s.meta
+    capsys.readouterr()
+    code = main(["schedule", "--model", "gmm-2d", "--nfe", "2", "--method", "bellman", "--family", "euler", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--family applies to --method auto only" in err

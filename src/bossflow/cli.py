@@ -16,12 +16,21 @@ from .errors import BossflowError
 
 SCHEDULE_EXAMPLES = """\
 examples:
-  bossflow schedule --model gmm-2d --nfe 2,4,6,8 --out schedules.json
-  bossflow schedule --model gmm-64d --nfe 4 --samples 512 --grid edm --grid-steps 200
-  bossflow schedule --model mypkg.models:make_flow --shape 3,32,32 --nfe 4,6 \\
+  bossflow schedule --model gmm-2d --nfe 2,4,6,8 --out schedules.json   # auto, the default
+  bossflow schedule --model digits --nfe 2,4,6 --family euler --out sched.json  # to straighten
+  bossflow schedule --model digits --nfe 4 --family times --out sched.json   # for diffusers/flow_matching
+  bossflow schedule --model gmm-64d --method bellman --nfe 4 --samples 512 --grid edm --grid-steps 200
+  bossflow schedule --model mypkg.models:make_flow --shape 3,32,32 --nfe 4,6 --method bellman \\
       --cache runs/cost.npz --out runs/sched.json      # resumable: rerun to continue
-  bossflow schedule --model gmm-2d --method global-dp --nfe 2,4 --out gdp.json
   bossflow schedule --model gmm-2d --method uniform --nfe 4 --out uniform.json
+
+auto (default) fits uniform steps, BOSS, OLSS and a refinement of step and evaluation times
+on 3/4 of the noises, keeps per budget the one with the lowest error on the other 1/4 and
+refits it on all; it prints what it chose and what it spent in fine trajectories (one fine
+trajectory = --grid-steps model evaluations per noise, what bellman spends for all budgets).
+--family picks what the schedules must be usable by: any (bossflow's samplers), euler
+(Euler steps with evaluation times: bossflow straighten) or times (step times only:
+diffusers schedulers, flow_matching's ODESolver, any sampler that takes a time grid).
 
 The printed cost is the Bellman path cost (sum of one-step errors per dimension) for
 bellman, and the endpoint MSE per dimension against the fine trajectory for global-dp.
@@ -42,7 +51,7 @@ examples:
 
 EVALUATE_EXAMPLES = """\
 examples:
-  bossflow schedule --model gmm-2d --nfe 2,4,6 --out boss.json
+  bossflow schedule --model gmm-2d --method bellman --nfe 2,4,6 --out boss.json
   bossflow evaluate --model gmm-2d --schedule boss.json --schedule uniform --nfe 2,4,6
   bossflow evaluate --model digits --schedule boss-digits.json --samples 500 --out runs/eval
   bossflow evaluate --model digits --schedule boss-digits.json \\
@@ -135,10 +144,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--method",
         choices=list(SEARCHES),
-        default="bellman",
-        help="bellman (BOSS, default: cheap, straightenable, every adapter takes it); auto (the lowest error: the best of "
-        "refined, refined-ls, olss and the DPs on held-out noises, ~30-180 fine trajectories); global-dp, gits, ays, "
-        "evolution, olss or refined (see README); uniform, edm and shift write a baseline schedule",
+        default="auto",
+        help="auto (default: the best of uniform, BOSS, OLSS and refined step/evaluation times per budget on held-out "
+        "noises); bellman (BOSS: the cheapest search, one fine trajectory); global-dp, gits, ays, evolution, olss or "
+        "refined (see README); uniform, edm and shift write a baseline schedule",
+    )
+    p.add_argument(
+        "--family",
+        choices=["any", "euler", "times"],
+        default="any",
+        help="for auto: which schedules it may return: any (default; OLSS-type steps included), euler (Euler steps "
+        "with evaluation times, what straighten takes) or times (step times only, what diffusers and flow_matching take)",
     )
     p.add_argument("--grid", choices=["uniform", "edm"], default="uniform", help="base grid family (default: uniform)")
     p.add_argument("--grid-steps", type=_positive_int, default=100, metavar="N", help="base grid intervals (default: 100)")
@@ -249,6 +265,8 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     nfes = sorted(set(args.nfe))
     if nfes[0] < 1:
         raise BossflowError(f"every --nfe must be at least 1, got {nfes[0]}.")
+    if args.family != "any" and args.method != "auto":
+        raise BossflowError(f"--family applies to --method auto only; drop it for --method {args.method}.")
     if args.method in SCHEDULE_FAMILIES:
         schedules = {k: SCHEDULE_FAMILIES[args.method](k) for k in nfes}
         costs = {k: None for k in nfes}
@@ -281,7 +299,8 @@ def cmd_schedule(args: argparse.Namespace) -> int:
                 raise BossflowError(
                     f"--reference and --substeps set the bellman cost matrix's teacher; drop them for --method {args.method}."
                 )
-            schedules = SEARCHES[args.method](model, noise, grid, nfes, provenance=provenance)
+            options = {"family": args.family} if args.method == "auto" else {}
+            schedules = SEARCHES[args.method](model, noise, grid, nfes, provenance=provenance, **options)
         else:
             cost = cost_matrix(
                 model,
@@ -304,7 +323,11 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     for k, sched in schedules.items():
         cost_text = f"{costs[k]:11.4e}" if costs[k] is not None else f"{'-':>11}"
         evals = "" if sched.eval_times is None else f"  (evaluated at {_format_times(sched.eval_times)})"
-        print(f"{k:>4}  {cost_text}  {_format_times(sched.times)}{evals}")
+        chose = f"  [{sched.meta['selected']}]" if "selected" in sched.meta else ""
+        print(f"{k:>4}  {cost_text}  {_format_times(sched.times)}{evals}{chose}")
+    spent = next(iter(schedules.values())).meta.get("fine_trajectories")
+    if spent is not None:
+        print(f"auto spent {spent:.1f} fine trajectories ({next(iter(schedules.values())).meta['model_rows']:,} model rows)")
     if args.out and is_main():
         save_schedules(args.out, schedules.values(), **provenance)
         print(f"wrote {len(schedules)} schedule(s) to {args.out}")

@@ -85,7 +85,7 @@ def demo_plan(quick: bool = False) -> list[DemoModel]:
 
     every = tuple(SEARCHES)
     if quick:
-        fast = {"refined": {"steps": 30, "screen_steps": 10}, "auto": {"refine": {"steps": 30, "screen_steps": 10}}}
+        fast = {"refined": {"steps": 30, "screen_steps": 10}, "auto": {"refine": {"steps": 15, "screen_steps": 5}, "continue_steps": 10}}
         mixtures = [DemoModel(m, every, (2, 4, 6), grid_steps=40, search_samples=48, eval_samples=200, options=fast)
                     for m in ("gmm-2d", "gmm-64d")]
         digits = DemoModel("digits", ("uniform", "bellman", "global-dp", "olss"), (2, 4, 6), grid_steps=20, search_samples=16,

@@ -76,7 +76,8 @@ def check_euler_schedule(schedule: "Schedule", where: str) -> None:
     if "olss" in schedule.meta:
         raise ScheduleError(
             f"the schedule with NFE {schedule.nfe} is an OLSS schedule (a linear multistep update, not Euler steps), "
-            f"which {where} cannot use; take an Euler schedule (bellman, global-dp, refined, uniform, ...)."
+            f"which {where} cannot use; take an Euler schedule (`bossflow schedule --family euler`, or --method bellman, "
+            f"refined, uniform, ...)."
         )
 
 

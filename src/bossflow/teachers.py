@@ -382,7 +382,7 @@ examples:
   bossflow teacher digits --out runs/digits-teacher --resume   # continue after an interruption
   bossflow teacher gmm-2d --out runs/gmm-teacher --steps 1000 --seed 1
   bossflow teacher fashion-mnist --out runs/fmnist --threads 1     # long: rerun with --resume to go on
-  bossflow schedule --model runs/digits-teacher --nfe 2,4,6 --out runs/digits-sched.json
+  bossflow schedule --model runs/digits-teacher --family euler --nfe 2,4,6 --out runs/digits-sched.json
 
 The output folder is a model directory (config.json + model.safetensors, the EMA weights)
 that every --model option accepts; checkpoint.safetensors beside them makes the run

@@ -67,7 +67,7 @@ def _step_times(schedule: Schedule | Tensor | np.ndarray | Sequence[float]) -> n
                 "this schedule evaluates the model at its own eval_times, but diffusers' "
                 "FlowMatchEulerDiscreteScheduler evaluates at the step starts, so it cannot honour them; sample "
                 "with bossflow.euler(bossflow.adapters.diffusers.wrap(transformer, ...), x0, schedule) instead, "
-                "or use a schedule without eval_times."
+                "or use a schedule without eval_times (`bossflow schedule --family times`)."
             )
         return np.asarray(schedule.times)
     return validate_times(schedule)

@@ -140,7 +140,7 @@ def time_grid(
                 "this schedule evaluates the model at its own eval_times, but flow_matching's ODESolver always "
                 "evaluates at the grid times, so it cannot honour them; sample with "
                 "bossflow.euler(bossflow.adapters.flow_matching.wrap(model), x0, schedule) instead, or use a "
-                "schedule without eval_times."
+                "schedule without eval_times (`bossflow schedule --family times`)."
             )
         times = np.asarray(schedule.times)
     else:

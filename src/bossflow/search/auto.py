@@ -4,26 +4,32 @@ No single search wins everywhere (issue 8): continuous refinement of Euler step 
 evaluation times (:mod:`bossflow.search.refine`) is far ahead on the 2-D mixture, OLSS-style
 least-squares steps (:mod:`bossflow.search.olss`) on the 64-D mixture and the digits teacher
 from 4 NFE on, and which is better changes with the budget. ``auto`` decides per budget by
-held-out validation, the way one picks a model:
+held-out validation, the way one picks a model, and spends the expensive refinement only
+where it won:
 
 1. **Teacher.** The dopri5 endpoints of every search noise (:func:`bossflow.reference_solve`),
    solved once and shared by every candidate and budget.
 2. **Split.** The last ``round(holdout * B)`` search noises are held out (at least one, and at
    least one is kept for fitting); the split is by position, so it is deterministic.
-3. **Fit.** Every candidate search runs on the fitting noises only: by default uniform
-   steps, BOSS (``bellman``), the global-error DP, OLSS and the refinement (started from the
-   first three and fitting the shared teacher, with at most 40 + 10 L-BFGS evaluations
-   here: enough to rank it), plus ``refined-ls``: the refined schedule whose last step is
-   refitted by least squares (:func:`refit_last_step`).
+3. **Fit.** Every candidate runs on the fitting noises only: uniform steps, BOSS
+   (``bellman``), OLSS, and a short refinement (:func:`bossflow.search.refine_schedule` from
+   the uniform and BOSS schedules and their late-start copies, 10 screening and 30 final
+   L-BFGS evaluations: enough to rank it), plus ``refined-ls``, the refined schedule whose
+   last step is refitted by least squares (:func:`refit_last_step`).
 4. **Select.** Each candidate samples the held-out noises with the solver it was made for
    (:func:`bossflow.search.sample_with`); the lowest endpoint RMSE against the teacher wins,
    the earlier candidate on ties.
-5. **Refit** (default): the winning search runs again on every search noise with the
-   ``refine``/``olss`` options. For every candidate but ``refined-ls`` this is exactly the
-   call that search makes on its own (``refined-ls``: that refinement, then the last-step
-   fit), so ``auto`` returns the schedule of the search that won validation, not a copy
-   fitted on fewer noises: the refinement's held-out RMSE moves by tens of percent between
-   noise sets of a few hundred.
+5. **Refit** (default): a winning grid search runs again on every noise (exactly the call that
+   search makes on its own); a winning refinement continues from its selection-stage
+   schedule on every noise for ``continue_steps`` L-BFGS evaluations (``refined-ls``: then
+   the last-step fit on every noise). Continuing rather than restarting keeps the basin that
+   won validation and costs a third of a fresh refinement.
+
+Families. ``family="any"`` (default) may return OLSS-type schedules (a linear multistep update,
+sampled with :func:`bossflow.search.olss.olss_solve`) and Euler schedules with evaluation
+times. Straightening and bossflow's Euler sampler take Euler schedules with evaluation times
+(``family="euler"``); diffusers' schedulers and flow_matching's ``ODESolver`` take step times
+only (``family="times"``: the refinement then keeps ``s_k = t_k``).
 
 ``refined-ls``. Along an Euler schedule ``x_K = x_0 + sum_k h_k v_k``, so a last step
 ``x_K = a x_0 + sum_k b_k v_k`` with free coefficients contains Euler; fitting ``a, b`` by
@@ -35,21 +41,22 @@ evaluation times) make plain least squares unstable out of sample (RMSE 0.45 ins
 0.002 at 10 NFE on the 2-D mixture), so the coefficients are pulled towards the Euler ones
 by a ridge on the unit-scaled normal equations.
 
-Cost, in model rows (one row = one sample through the model), for B search noises: the
-teacher (adaptive, about 120-150 rows per noise on the mixtures), every candidate on the
-fitting noises (the refinement dominates: about ``E K`` forward and ``E K`` backward rows per
-noise for E L-BFGS evaluations at budget K), ``K`` rows per held-out noise and candidate to
-score, and the winner once more on all noises (the full refinement only where a refined
-candidate won). Every schedule's meta records the whole call's counts. Measured with 256
-noises, NFE 2-10 in one call: about 1.2 times the refinement's own cost on the 2-D mixture
-(where refinement wins every budget), a third of it on the 64-D mixture; that is still
-50-180 fine trajectories, not the few that issue 8 asks for.
+Cost, in model rows (one row = one sample through the model), for B search noises and a
+base grid of N steps (one fine trajectory, what BOSS spends, is N B rows): the teacher
+(adaptive, about 1.2-1.5 fine trajectories on the mixtures), BOSS and OLSS on the fitting
+noises and the winner again on all (about 1 fine trajectory each per fit), the short
+refinement (about ``70 K`` forward and ``70 K`` backward rows per fitting noise at budget
+K), ``K`` rows per held-out noise and candidate to score, and where a refinement won,
+``continue_steps * K`` forward and backward rows per noise. Every schedule's meta records
+the whole call's counts and ``fine_trajectories`` (forward rows / (N B)). The global-error
+DP is not a default candidate: it costs about 10 fine trajectories and never won a budget
+in ``benchmarks/bench_auto.py``.
 
 What is simplified: one split rather than cross-validation, so a few hundred held-out
 values decide; on flows with heavy-tailed errors (the 64-D mixture, where a few samples
 commit to the wrong component) candidates within a few percent of each other are picked
-almost at random. The selection-stage refinement is shorter than the refit's, which could
-misrank refinement against a candidate a few percent behind it.
+almost at random. The selection-stage refinement is short, which could misrank refinement
+against a candidate a few percent behind it.
 """
 
 from __future__ import annotations
@@ -70,8 +77,17 @@ from ..solvers import NFECounter, reference_solve, select_cond
 from .olss import UPDATE, _check_coefficients, _gram, _model_rows
 from .refine import refine_schedule
 
-CANDIDATES = ("uniform", "bellman", "global-dp", "olss", "refined", "refined-ls")
-SELECT_STEPS = (40, 10)  # L-BFGS evaluations (final, screening) of the refinement fitted for selection only
+FAMILIES = {
+    "any": ("uniform", "bellman", "olss", "refined", "refined-ls"),
+    "euler": ("uniform", "bellman", "refined"),
+    "times": ("uniform", "bellman", "refined"),
+}
+"""Default candidates per schedule family (see the module docstring), in tie-break order."""
+CANDIDATES = FAMILIES["any"]
+NOT_EULER = ("olss", "refined-ls")
+SELECT_REFINE = {"screen_steps": 10, "steps": 30, "late_starts": (0.9,)}
+"""The selection-stage refinement: L-BFGS evaluations per screened start and for the best one."""
+CONTINUE_STEPS = 80
 
 
 def _coefficients(schedule: Schedule) -> tuple[list[list[float]], list[list[float]]]:
@@ -187,19 +203,21 @@ def auto_schedules(
     *,
     cond: dict | None = None,
     provenance: dict | None = None,
-    candidates: Sequence[str] = CANDIDATES,
+    family: str = "any",
+    candidates: Sequence[str] | None = None,
     holdout: float = 0.25,
     refit: bool = True,
-    starts: Sequence[str] = ("uniform", "bellman", "global-dp"),
+    starts: Sequence[str] = ("uniform", "bellman"),
     refine: dict | None = None,
-    select_refine: dict | None = None,
+    continue_steps: int = CONTINUE_STEPS,
     olss: dict | None = None,
     ridge: float = 1e-4,
 ) -> dict[int, Schedule]:
     """Our default: the candidate searches' best schedule per budget, chosen on held-out noises.
 
-    See the module docstring for the procedure, ``refined-ls``, the cost and what is simplified.
-    Deterministic: the split is by position and every candidate is deterministic.
+    See the module docstring for the procedure, the families, ``refined-ls``, the cost and
+    what is simplified. Deterministic: the split is by position and every candidate is
+    deterministic.
 
     Args:
         model: velocity model ``model(x, t, **cond)``; 0 = noise, 1 = data. Refinement needs
@@ -209,37 +227,40 @@ def auto_schedules(
         nfes: step budgets, each in ``1..N``.
         cond: conditioning for every model call; per-sample tensors follow their samples.
         provenance: metadata stored in every schedule.
+        family: ``"any"``, ``"euler"`` (Euler steps with evaluation times: what straightening
+            takes) or ``"times"`` (step times only: what diffusers and flow_matching take).
         candidates: names of :data:`bossflow.search.SEARCHES` (except ``auto``) and ``refined-ls``,
-            in tie-break order.
+            in tie-break order; default :data:`FAMILIES` ``[family]``.
         holdout: fraction of the noises held out for selection.
-        refit: run the winner again on every noise; ``False`` returns the winner fitted on the
+        refit: refit the winner on every noise; ``False`` returns the winner fitted on the
             fitting noises (cheaper, noisier).
-        starts: the refinement's start searches (as :func:`bossflow.search.refined_schedules`).
-        refine: options for :func:`bossflow.search.refine_schedule` (``steps``, ``screen_steps``,
-            ``late_starts``, ``eval_times``, ``batch_size``, ...).
-        select_refine: options for the refinement fitted on the fitting noises, for selection
-            only; default: ``refine`` with at most 40 final and 10 screening L-BFGS evaluations
-            (:data:`SELECT_STEPS`). The refit uses ``refine``.
+        starts: the refinement's start searches (Euler searches, e.g. uniform, bellman, global-dp).
+        refine: options for the selection-stage :func:`bossflow.search.refine_schedule`
+            (``steps``, ``screen_steps``, ``late_starts``, ``batch_size``, ...); default
+            :data:`SELECT_REFINE`. ``eval_times`` follows ``family``.
+        continue_steps: L-BFGS evaluations of a winning refinement on every noise, started from
+            its selection-stage schedule.
         olss: options for :func:`bossflow.search.olss_schedules`.
         ridge: ``refined-ls``'s pull towards the Euler coefficients (:func:`refit_last_step`).
 
     Returns:
-        ``{nfe: Schedule}`` with ``method="auto"``; ``selected`` (the winning candidate);
-        ``holdout_rmse`` (every candidate's endpoint RMSE per dimension on the held-out noises
-        against the teacher, fitted on the fitting noises; ``None`` if not finite);
-        ``refit``, ``fit_samples``, ``holdout_samples``, ``samples``; ``candidate_meta`` (the
-        winner's own meta; its OLSS coefficients, if any, stay in ``olss``); and for the
-        whole call ``model_rows`` (forward rows, teacher included), ``backward_rows`` (rows
-        back-propagated by the refinement) and ``teacher_rows``.
+        ``{nfe: Schedule}`` with ``method="auto"``; ``family``; ``selected`` (the winning
+        candidate); ``holdout_rmse`` (every candidate's endpoint RMSE per dimension on the
+        held-out noises against the teacher, fitted on the fitting noises; ``None`` if not
+        finite); ``refit``, ``fit_samples``, ``holdout_samples``, ``samples``;
+        ``candidate_meta`` (the winner's own meta; its OLSS coefficients, if any, stay in
+        ``olss``); and for the whole call ``model_rows`` (forward rows, teacher included),
+        ``backward_rows`` (rows back-propagated by the refinement), ``teacher_rows`` and
+        ``fine_trajectories`` (``model_rows / (N B)``).
 
     Raises:
-        BossflowError: bad noise, budgets, candidates or options.
+        BossflowError: bad noise, budgets, family, candidates or options.
 
     Example:
         >>> import torch, bossflow as bf
         >>> noise = bf.gaussian_noise(32, (2,), dtype=torch.float64)
         >>> found = auto_schedules(bf.models.gmm_2d(), noise, bf.uniform_schedule(20).times, [2],
-        ...                        refine={"steps": 10, "screen_steps": 5})
+        ...                        refine={"steps": 10, "screen_steps": 5}, continue_steps=10)
         >>> s = found[2]
         >>> s.meta["method"], s.meta["holdout_rmse"][s.meta["selected"]] == min(s.meta["holdout_rmse"].values())
         ('auto', True)
@@ -251,30 +272,30 @@ def auto_schedules(
     if not isinstance(nfes, (list, tuple)) or not nfes:
         raise BossflowError("give at least one step budget (NFE) as a list, e.g. [2, 4].")
     budgets = sorted({check_budget(k, grid.size - 1) for k in nfes})
-    names = list(candidates)
+    if family not in FAMILIES:
+        raise BossflowError(f"family must be one of {', '.join(FAMILIES)}, got {family!r}.")
+    names = list(FAMILIES[family] if candidates is None else candidates)
     allowed = [m for m in SEARCHES if m != "auto"] + ["refined-ls"]
     bad = [m for m in names if m not in allowed]
     if bad or not names or len(set(names)) != len(names):
         raise BossflowError(f"auto candidates must be distinct names among {', '.join(allowed)}; got {names}.")
+    if family != "any" and any(m in NOT_EULER for m in names):
+        raise BossflowError(f"candidates {', '.join(NOT_EULER)} are not Euler schedules; family {family!r} cannot take them.")
     bad_starts = [m for m in starts if m not in SEARCHES or m in ("refined", "olss", "auto")]
     if bad_starts or not starts:
         raise BossflowError(f"refinement starts must be Euler searches such as uniform, bellman, global-dp; got {list(starts)}.")
     holdout = _check_fraction(holdout)
+    if isinstance(continue_steps, bool) or not isinstance(continue_steps, int) or continue_steps < 1:
+        raise BossflowError(f"continue_steps must be an integer >= 1, got {continue_steps!r}.")
     n = int(noise.shape[0])
     if n < 2:
         raise BossflowError("auto needs at least 2 search noises (some to fit, some to validate).")
     n_held = min(max(1, round(holdout * n)), n - 1)
     n_fit = n - n_held
-    refine_opts = dict(refine or {})
-    eval_times = refine_opts.pop("eval_times", True)
-    if select_refine is None:
-        select_refine = {
-            **refine_opts,
-            "steps": min(refine_opts.get("steps", SELECT_STEPS[0]), SELECT_STEPS[0]),
-            "screen_steps": min(refine_opts.get("screen_steps", SELECT_STEPS[1]), SELECT_STEPS[1]),
-        }
-    select_opts = dict(select_refine)
-    select_opts.pop("eval_times", None)
+    select_opts = {**SELECT_REFINE, **(refine or {})}
+    if "eval_times" in select_opts:
+        raise BossflowError("auto sets the refinement's eval_times from family; pass family='times' for step times only.")
+    eval_times = family != "times"
     olss_opts = dict(olss or {})
     cond = dict(cond or {})
     fit_idx, held_idx = torch.arange(n_fit), torch.arange(n_fit, n)
@@ -289,43 +310,58 @@ def auto_schedules(
     sets = {"fit": (noise[:n_fit], target[:n_fit], cond_fit), "all": (noise, target, cond)}
     cache: dict[tuple[str, str, tuple[int, ...]], dict[int, Schedule]] = {}
 
-    def grid_search(name: str, which: str) -> dict[int, Schedule]:
-        """Search ``name`` on the noise set ``which`` for every budget, once (the DPs get all budgets from one pass)."""
-        key = (name, which, tuple(budgets))
+    def grid_search(name: str, which: str, ks: list[int]) -> dict[int, Schedule]:
+        """Search ``name`` on the noise set ``which``, once for all ``ks`` (the DPs get all budgets from one pass)."""
+        key = (name, which, tuple(ks))
         if key not in cache:
             x, _, kw = sets[which]
             options = olss_opts if name == "olss" else {}
-            cache[key] = SEARCHES[name](counted, x, grid, budgets, cond=kw or None, **options)
+            cache[key] = SEARCHES[name](counted, x, grid, ks, cond=kw or None, **options)
         return cache[key]
 
-    def refined(which: str, ks: list[int]) -> dict[int, Schedule]:
-        """The refinement on the noise set ``which``, exactly as :func:`refined_schedules` runs it."""
+    refined_fit: dict[int, Schedule] = {}
+    refined_all: dict[int, Schedule] = {}
+
+    def refine_fit(k: int) -> Schedule:
+        """The selection-stage refinement on the fitting noises."""
         nonlocal backward_rows
-        key = ("refined", which, tuple(ks))
-        if key not in cache:
-            x, y, kw = sets[which]
-            from_starts = {s: grid_search(s, which) for s in starts}
-            cache[key] = {}
-            for k in ks:
-                found = refine_schedule(
-                    counted, x, [from_starts[s][k] for s in starts], target=y, eval_times=eval_times, cond=kw or None,
-                    **(refine_opts if which == "all" else select_opts),
-                )
-                backward_rows += int(found.meta["backward_rows"])
-                cache[key][k] = found
-        return cache[key]
+        if k not in refined_fit:
+            x, y, kw = sets["fit"]
+            begin = [grid_search(s, "fit", budgets)[k] for s in starts]
+            found = refine_schedule(counted, x, begin, target=y, eval_times=eval_times, cond=kw or None, **select_opts)
+            backward_rows += int(found.meta["backward_rows"])
+            refined_fit[k] = found
+        return refined_fit[k]
+
+    def refine_all(k: int) -> Schedule:
+        """The winning refinement continued on every noise from its selection-stage schedule."""
+        nonlocal backward_rows
+        if k not in refined_all:
+            fitted = refine_fit(k)
+            found = refine_schedule(
+                counted, noise, fitted, target=target, eval_times=eval_times, steps=continue_steps, late_starts=(),
+                cond=cond or None, batch_size=select_opts.get("batch_size"), lr=select_opts.get("lr", 1.0),
+            )
+            backward_rows += int(found.meta["backward_rows"])
+            refined_all[k] = found.with_meta(
+                start=fitted.meta["start"], late_start=fitted.meta["late_start"], continued_from=fitted.meta["loss"],
+                screen_steps=fitted.meta["screen_steps"], candidates=fitted.meta["candidates"],
+                steps=fitted.meta["steps"] + continue_steps, evaluations=fitted.meta["evaluations"] + found.meta["evaluations"],
+            )
+        return refined_all[k]
 
     def run(name: str, which: str, ks: list[int]) -> dict[int, Schedule]:
         """Candidate ``name`` fitted on the noise set ``which`` for budgets ``ks``."""
-        if name == "refined":
-            return refined(which, ks)
-        if name == "refined-ls":
+        if name in ("refined", "refined-ls"):
+            fitted = {k: (refine_fit(k) if which == "fit" else refine_all(k)) for k in ks}
+            if name == "refined":
+                return fitted
             x, y, kw = sets[which]
             return {
-                k: refit_last_step(counted, x, y, s, ridge=ridge, cond=kw or None, batch_size=refine_opts.get("batch_size"))
-                for k, s in refined(which, ks).items()
+                k: refit_last_step(counted, x, y, s, ridge=ridge, cond=kw or None, batch_size=select_opts.get("batch_size"))
+                for k, s in fitted.items()
             }
-        return {k: grid_search(name, which)[k] for k in ks}
+        return {k: grid_search(name, which, budgets if which == "fit" else ks)[k] for k in ks}
 
     # Fit every candidate on the fitting noises (refined-ls reuses the refined fit).
     fitted = {name: run(name, "fit", budgets) for name in names}
@@ -344,11 +380,10 @@ def auto_schedules(
     chosen: dict[int, Schedule] = {}
     for name in names:
         ks = [k for k in budgets if selected[k] == name]
-        if not ks:
-            continue
-        found = run(name, "all", ks) if refit else {k: fitted[name][k] for k in ks}
-        chosen.update(found)
+        if ks:
+            chosen.update(run(name, "all", ks) if refit else {k: fitted[name][k] for k in ks})
 
+    fine = counted.samples / ((grid.size - 1) * n)
     out = {}
     for k in budgets:
         win = chosen[k]
@@ -356,6 +391,7 @@ def auto_schedules(
         meta = {
             **(provenance or {}),
             "method": "auto",
+            "family": family,
             "selected": selected[k],
             "holdout_rmse": {m: (v if math.isfinite(v) else None) for m, v in scores[k].items()},
             "refit": bool(refit),
@@ -366,6 +402,7 @@ def auto_schedules(
             "model_rows": counted.samples,
             "backward_rows": backward_rows,
             "teacher_rows": teacher_rows,
+            "fine_trajectories": fine,
         }
         if "olss" in win.meta:
             meta["olss"] = win.meta["olss"]
@@ -373,4 +410,4 @@ def auto_schedules(
     return out
 
 
-__all__ = ["CANDIDATES", "auto_schedules", "refit_last_step"]
+__all__ = ["CANDIDATES", "FAMILIES", "auto_schedules", "refit_last_step"]

@@ -237,6 +237,7 @@ def refine_schedule(
     screen_steps: int = 50,
     late_starts: Sequence[float] = (0.9,),
     lr: float = 1.0,
+    screen_samples: int | None = None,
     cond: dict | None = None,
     batch_size: int | None = None,
     progress: bool = False,
@@ -266,6 +267,9 @@ def refine_schedule(
         late_starts: with ``eval_times``, extra candidates: each start with its first evaluation
             time set to each of these values (OSS's late start). Values in [0, 1]; ``()`` for none.
         lr: L-BFGS initial step length in parameter space.
+        screen_samples: screen the candidates on the first this many noises only (default: all);
+            the final run always uses every noise. Screening only ranks basins, so a few dozen
+            noises do it at a fraction of the cost.
         cond: conditioning for every model call; tensors whose first dimension is B follow their samples.
         batch_size: rows per forward/backward pass (default B); the result does not depend
             on it beyond floating-point rounding.
@@ -327,7 +331,16 @@ def refine_schedule(
     if target is None:
         target = reference_solve(counted, noise, cond=cond or None)
     teacher_rows = counted.samples
-    problem = _Problem(counted, noise, target.detach().to(device=noise.device), cond, rows)
+    target = target.detach().to(device=noise.device)
+    problem = _Problem(counted, noise, target, cond, rows)
+    if screen_samples is None or _check_count(screen_samples, "screen_samples", 1) >= n_samples:
+        screen_problem = problem
+    else:
+        sub = torch.arange(screen_samples)
+        screen_problem = _Problem(
+            counted, noise[:screen_samples], target[:screen_samples],
+            select_cond(cond, sub, n_samples) if cond else {}, min(rows, screen_samples),
+        )
 
     # Candidates: each start, and with evaluation times its late-start copies; duplicates dropped.
     candidates: list[tuple[Schedule, float | None]] = []
@@ -358,13 +371,13 @@ def refine_schedule(
             if len(candidates) == 1:
                 found.append((math.inf, params, 0))
             else:
-                loss, best, used = _lbfgs(problem, params, screen_steps, lr, eval_times, tick)
+                loss, best, used = _lbfgs(screen_problem, params, screen_steps, lr, eval_times, tick)
                 evaluations += used
                 found.append((loss, best if best is not None else params, len(found)))
         winner = min(range(len(found)), key=lambda i: (found[i][0], i))
         loss, best, used = _lbfgs(problem, found[winner][1], steps, lr, eval_times, tick)
         evaluations += used
-        if best is None or (loss > found[winner][0]):
+        if best is None or (screen_problem is problem and loss > found[winner][0]):
             best = found[winner][1]
 
     # Check the best point the way a user runs it, and never return worse than the best start.
@@ -394,8 +407,9 @@ def refine_schedule(
         samples=n_samples,
         model_calls=counted.nfe,
         model_rows=counted.samples,
-        backward_rows=problem.backward_rows,
+        backward_rows=problem.backward_rows + (screen_problem.backward_rows if screen_problem is not problem else 0),
         teacher_rows=teacher_rows,
+        screen_samples=screen_problem.noise.shape[0],
     )
 
 

@@ -200,6 +200,31 @@ def test_straightening_leaves_the_teacher_alone_and_is_seeded(teacher, pairs):
     assert not all(torch.equal(v, c.state_dict()[k]) for k, v in a.state_dict().items())
 
 
+@pytest.mark.parametrize("objective", ["boss", "rollout"])
+def test_micro_batches_accumulate_to_the_same_step(teacher, pairs, objective):
+    """Gradient accumulation over micro-batches bounds memory and takes the full batch's step (to rounding)."""
+    whole, a = straighten(teacher, pairs, objective=objective, steps=4, batch_size=32, seed=1, progress=False)
+    parts, b = straighten(teacher, pairs, objective=objective, steps=4, batch_size=32, seed=1, micro_batch=5,
+                          progress=False)
+    for k, v in whole.state_dict().items():
+        torch.testing.assert_close(parts.state_dict()[k], v, rtol=1e-5, atol=1e-6)
+    assert a["final_loss"] == pytest.approx(b["final_loss"], rel=1e-5)
+
+
+def test_bf16_autocast_trains_and_is_part_of_the_resume_settings(tmp_path, teacher, pairs, schedules):
+    before = _rmse(teacher, schedules[2], teacher)
+    student, record = straighten(teacher, pairs, steps=60, batch_size=64, lr=1e-3, precision="bf16",
+                                 out_dir=tmp_path, checkpoint_every=30, progress=False)
+    assert all(p.dtype == torch.float32 for p in student.parameters())
+    assert _rmse(student, schedules[2], teacher) < before
+    with pytest.raises(BossflowError, match="precision"):
+        straighten(teacher, pairs, steps=80, batch_size=64, lr=1e-3, out_dir=tmp_path, resume=True, progress=False)
+    with pytest.raises(BossflowError, match="precision"):
+        straighten(teacher, pairs, steps=2, precision="fp16", progress=False)
+    with pytest.raises(BossflowError, match="micro_batch"):
+        straighten(teacher, pairs, steps=2, micro_batch=0, progress=False)
+
+
 def test_reflow_trains_on_straight_couplings(teacher, pairs):
     student, record = straighten(teacher, pairs, objective="reflow", steps=200, batch_size=256, lr=1e-3, progress=False)
     assert record["objective"] == "reflow"
@@ -342,7 +367,7 @@ def test_cmd_straighten_end_to_end_then_sample_and_search_again(tmp_path, capsys
     assert main(["sample", "--model", str(out), "--schedule", str(sched), "--nfe", "2", "--n", "16",
                  "--out", str(tmp_path / "x.npy"), "--quiet"]) == 0
     assert np.load(tmp_path / "x.npy").shape == (16, 2)
-    assert main(["schedule", "--model", str(out), "--nfe", "2", "--samples", "32", "--grid-steps", "20",
+    assert main(["schedule", "--model", str(out), "--method", "bellman", "--nfe", "2", "--samples", "32", "--grid-steps", "20",
                  "--out", str(tmp_path / "again.json"), "--quiet"]) == 0
     assert bf.load_schedules(tmp_path / "again.json").keys() == {2}
 
@@ -359,6 +384,9 @@ def test_cmd_straighten_device_option(tmp_path, capsys, schedules):
     assert main([*common, "--device", "auto", "--out", str(tmp_path / "a")]) == 0
     assert main([*common, "--device", "nonsense", "--out", str(tmp_path / "b")]) == 2
     assert "device 'nonsense'" in capsys.readouterr().err
+    assert main([*common, "--precision", "bf16", "--micro-batch", "4", "--out", str(tmp_path / "c")]) == 0
+    training = json.loads((tmp_path / "c" / "config.json").read_text())["training"]
+    assert training["precision"] == "bf16"
 
 
 def test_cmd_straighten_lora_and_reflow_share_the_pairs(tmp_path, capsys, schedules):

@@ -36,6 +36,7 @@ on the teacher's device.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
@@ -49,7 +50,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .distributed import all_reduce_sum_float64, is_main, on_main, pick_device, rank, shard_range, world_size
+from .distributed import PRECISIONS, all_reduce_sum_float64, is_main, on_main, pick_device, rank, shard_range, world_size
 from .errors import BossflowError
 from .noise import sample_seed
 from .pairs import PairData
@@ -70,7 +71,7 @@ CHECKPOINT_NAME = "checkpoint.safetensors"
 OBJECTIVES = ("boss", "rollout", "reflow")
 
 _RESUME_KEYS = ("objective", "lora", "batch_size", "lr", "weight_decay", "grad_clip", "ema_decay", "seed",
-                "distance", "teacher_sha256", "pairs")
+                "distance", "teacher_sha256", "pairs", "precision")
 
 
 def mse_distance(prediction: Tensor, target: Tensor) -> Tensor:
@@ -236,6 +237,8 @@ def straighten(
     out_dir: str | os.PathLike | None = None,
     checkpoint_every: int = 250,
     resume: bool = False,
+    micro_batch: int | None = None,
+    precision: str = "fp32",
     progress: bool = True,
     on_step: Callable[[int, float], None] | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
@@ -258,6 +261,11 @@ def straighten(
         out_dir: folder of ``checkpoint.safetensors`` (``None``: no checkpoints).
         checkpoint_every: steps between checkpoints (``0``: none; a final one is always written when positive).
         resume: continue from ``out_dir``'s checkpoint (a fresh start when there is none).
+        micro_batch: rows per forward/backward pass on each process, gradients accumulated over
+            the batch (bounds activation memory for large images; the step is the same up to
+            rounding); ``None``: the whole share at once.
+        precision: ``"fp32"``, or ``"bf16"``: the student's forward and backward passes under
+            ``torch.autocast`` in bfloat16 (for GPUs; weights, optimizer and EMA stay float32).
         progress: show a tqdm bar with the running loss.
         on_step: called as ``on_step(step, loss)`` after every step (step counts from 1).
 
@@ -301,6 +309,10 @@ def straighten(
     if objective != "reflow" and not pairs.transitions:
         raise BossflowError("the pair data holds no schedule steps to straighten along.")
 
+    if micro_batch is not None and (isinstance(micro_batch, bool) or not isinstance(micro_batch, int) or micro_batch < 1):
+        raise BossflowError(f"micro_batch must be a positive integer or None, got {micro_batch!r}.")
+    if precision not in PRECISIONS:
+        raise BossflowError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}.")
     world, me = world_size(), rank()
     if batch_size < world:
         raise BossflowError(f"batch_size {batch_size} is smaller than the {world} processes sharing it; "
@@ -316,6 +328,7 @@ def straighten(
         "ema_decay": float(ema_decay),
         "seed": seed,
         "distance": distance_name,
+        "precision": precision,
         "teacher_sha256": teacher_sha,
         "pairs": {k: pairs.meta.get(k) for k in ("model_sha256", "times", "seed", "grid_steps", "substeps", "method",
                                                   "samples")} | {"nfes": pairs.nfes},
@@ -352,7 +365,8 @@ def straighten(
     found = on_main(read_checkpoint)  # rank 0 reads it; the checkpoint is global, so any number of ranks resumes it
     if found is not None:
         metadata, tensors = found
-        check_resume_config(ckpt_path, json.loads(metadata["config"]), config, _RESUME_KEYS)
+        saved = {"precision": "fp32", **json.loads(metadata["config"])}  # checkpoints before bf16 were fp32
+        check_resume_config(ckpt_path, saved, config, _RESUME_KEYS)
         start = int(metadata["step"])
         if start > steps:
             raise BossflowError(f"the checkpoint in {out_dir} is at step {start}, past the requested {steps} steps.")
@@ -381,6 +395,10 @@ def straighten(
                                                            device_ids=[device] if device.type == "cuda" else None)
     rows = slice(*shard_range(batch_size, me, world))
     label = f"{objective}{' LoRA' if lora is not None else ''}"
+
+    def autocast() -> Any:
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
     def one_step(step: int) -> float:
         t, rollout = None, None
         if objective == "rollout":
@@ -392,15 +410,27 @@ def straighten(
         if world > 1:
             x, target = x[rows], target[rows]
             t = t[rows] if t is not None else None
-        distances = objective_fn(x.to(device), t.to(device) if t is not None else None, target.to(device), rollout)
-        if world > 1:
-            loss = distances.sum() * (world / batch_size)
-            loss_value = float(all_reduce_sum_float64([float(distances.detach().sum())])[0]) / batch_size
-        else:
-            loss = distances.mean()
-            loss_value = float(loss.detach())
+        x, target = x.to(device), target.to(device)
+        t = t.to(device) if t is not None else None
+        # Loss = sum of this share's distances * scale: the global batch mean once DDP averages over ranks.
+        scale = world / batch_size if world > 1 else 1.0 / batch_size
+        chunk = micro_batch or x.shape[0]
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        total = 0.0
+        for a in range(0, x.shape[0], chunk):
+            part = slice(a, a + chunk)
+            last = a + chunk >= x.shape[0]
+            # Gradients are all-reduced once, on the last micro-batch.
+            sync = objective_fn.no_sync() if world > 1 and not last else contextlib.nullcontext()
+            with sync:
+                with autocast():
+                    distances = objective_fn(x[part], t[part] if t is not None else None, target[part], rollout)
+                (distances.float().sum() * scale).backward()
+            total += float(distances.detach().float().sum())
+        if world > 1:
+            loss_value = float(all_reduce_sum_float64([total])[0]) / batch_size
+        else:
+            loss_value = total / batch_size
         nn.utils.clip_grad_norm_([params[n] for n in names], grad_clip)
         optimizer.step()
         update_ema(ema, params, ema_decay, step)
@@ -461,11 +491,12 @@ __all__ = [
 
 STRAIGHTEN_EXAMPLES = """\
 examples:
-  bossflow schedule --model digits --nfe 2,4,6 --out runs/digits-sched.json
+  bossflow schedule --model digits --family euler --nfe 2,4,6 --out runs/digits-sched.json
   bossflow straighten --model digits --schedule runs/digits-sched.json --nfe 2 --out runs/digits-boss2
   bossflow straighten --model digits --schedule runs/digits-sched.json --lora-rank 8 --steps 2000 --out runs/digits-lora
   bossflow straighten --model digits --schedule runs/digits-sched.json --objective reflow --out runs/digits-reflow
   bossflow straighten ... --resume                  # continue after an interruption
+  bossflow straighten ... --device auto --precision bf16 --micro-batch 16   # a GPU, large images
   bossflow sample --model runs/digits-boss2 --schedule runs/digits-sched.json --nfe 2 --out grid.png
 
 Pairs: the teacher's fine solutions (Euler on a uniform --grid-steps grid merged with the
@@ -528,6 +559,12 @@ def add_straighten_parser(subparsers: Any) -> Any:
                    help="steps between checkpoints, 0 for none (default: 250)")
     p.add_argument("--device", default="cpu",
                    help="torch device for pairs and training: cpu, cuda, cuda:1 or auto (default: cpu)")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                   help="training arithmetic: fp32, or bf16 autocast for GPUs (weights, optimizer, EMA and the "
+                   "teacher's pairs stay float32) (default: fp32)")
+    p.add_argument("--micro-batch", type=_positive_int, metavar="M",
+                   help="rows per forward/backward pass, gradients accumulated over --batch-size: bounds memory "
+                   "for large images without changing the step (default: the whole batch)")
     p.add_argument("--threads", type=_positive_int, metavar="N", help="torch CPU threads (default: torch's choice)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -600,7 +637,7 @@ def cmd_straighten(args: Any) -> int:
             teacher, pairs, objective=args.objective, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
             weight_decay=args.weight_decay, grad_clip=args.grad_clip, ema_decay=args.ema_decay, lora=lora,
             distance=args.distance, seed=args.seed, out_dir=out, checkpoint_every=args.checkpoint_every,
-            resume=args.resume, progress=not args.quiet,
+            resume=args.resume, micro_batch=args.micro_batch, precision=args.precision, progress=not args.quiet,
         )
     except KeyboardInterrupt:
         print(f"bossflow: interrupted; the last checkpoint in {out} is kept: rerun with --resume to continue.",

@@ -73,10 +73,10 @@ def _schedules():
     return [bf.custom_schedule([0.0, 0.45, 1.0]), bf.custom_schedule([0.0, 0.3, 0.55, 0.8, 1.0])]
 
 
-def _straighten(teacher, pairs, out=None, steps=STEPS, objective="boss", resume=False):
+def _straighten(teacher, pairs, out=None, steps=STEPS, objective="boss", resume=False, micro_batch=None):
     student, record = straighten(teacher, pairs, objective=objective, steps=steps, batch_size=BATCH, lr=1e-3,
                                  ema_decay=0.9, seed=5, out_dir=out, checkpoint_every=2 if out else 0, resume=resume,
-                                 progress=False)
+                                 micro_batch=micro_batch, progress=False)
     return {k: v.clone() for k, v in student.state_dict().items()}, record
 
 
@@ -104,7 +104,8 @@ def _job_straighten(folder: Path, local: int) -> None:
     pairs = teacher_pairs(teacher, _schedules(), (2,), samples=64, seed=0, grid_steps=30, shard_size=32,
                           cache_dir=folder / "pairs", progress=False)  # made by the parent: read and shared by rank 0
     boss, record = _straighten(teacher, pairs, out=folder / "run")
-    rollout, _ = _straighten(teacher, pairs, steps=3, objective="rollout")
+    # Micro-batches on every rank (gradients all-reduced once, on the last one): still one process's step.
+    rollout, _ = _straighten(teacher, pairs, steps=3, objective="rollout", micro_batch=3)
     torch.save({"boss": boss, "rollout": rollout, "losses": record["loss_curve"], "processes": record["processes"]},
                folder / f"straighten-{local}.pt")
 

@@ -10,9 +10,9 @@ registered by name in :data:`SEARCHES`. :func:`search` is the one-budget form. T
 convention: ``t = 0`` noise, ``t = 1`` data; ``noise`` is ``(B, *shape)`` at ``t = 0``; ``grid``
 is the ``(N + 1,)`` base grid that grid-based searches pick their times from.
 
-``auto`` (:func:`bossflow.search.auto.auto_schedules`) combines the others: it fits
-uniform, BOSS, the global-error DP, OLSS and the refinement on part of the noises and
-returns, per budget, the one that does best on the rest.
+``auto`` (:func:`bossflow.search.auto.auto_schedules`), the default of ``bossflow schedule``,
+combines the others: it fits uniform, BOSS, OLSS and a short refinement on part of the
+noises and returns, per budget, the one that does best on the rest, refitted on all.
 """
 
 from __future__ import annotations

@@ -116,7 +116,7 @@ def test_deterministic_and_default_target(case_2d):
     a = refine_schedule(model, noise, starts, steps=25, screen_steps=5)
     b = refine_schedule(model, noise, starts, steps=25, screen_steps=5)
     c = refine_schedule(model, noise, starts, target=target, steps=25, screen_steps=5)
-    assert a.meta["candidates"] == 4  # two starts, each with a late-start copy
+    assert a.meta["candidates"] == 6  # two starts, each with two late-start copies
     for other in (b, c):  # the default target is reference_solve(model, noise)
         assert np.array_equal(a.times, other.times)
         assert np.array_equal(a.eval_times, other.eval_times)

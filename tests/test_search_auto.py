@@ -152,7 +152,7 @@ def test_options_reach_their_searches(case):
         ({"candidates": ()}, "candidates"),
         ({"holdout": 1.0}, "holdout"),
         ({"holdout": True}, "holdout"),
-        ({"starts": ("olss",)}, "starts"),
+        ({"starts": ("refined",)}, "starts"),
         ({"starts": ()}, "starts"),
         ({"continue_steps": 0}, "continue_steps"),
         ({"refine": {"eval_times": False}}, "family"),

@@ -13,9 +13,12 @@ where it won:
    least one is kept for fitting); the split is by position, so it is deterministic.
 3. **Fit.** Every candidate runs on the fitting noises only: uniform steps, BOSS
    (``bellman``), OLSS, and a short refinement (:func:`bossflow.search.refine_schedule` from
-   the uniform and BOSS schedules and their late-start copies, 10 screening and 30 final
-   L-BFGS evaluations: enough to rank it), plus ``refined-ls``, the refined schedule whose
-   last step is refitted by least squares (:func:`refit_last_step`).
+   the uniform, BOSS and OLSS step times and their late-start copies at s_0 = 0.9 and 0.99,
+   15 screening evaluations each and 30 for the best: enough to rank it), plus
+   ``refined-ls``, the refined schedule whose last step is refitted by least squares
+   (:func:`refit_last_step`). OLSS's step times are a start worth having: on the 2-D
+   mixture at 4 NFE only they (with s_0 = 0.99) reach the basin of a slow multi-start
+   oracle (search-set RMSE 0.0117, against 0.0204 from eight other starts).
 4. **Select.** Each candidate samples the held-out noises with the solver it was made for
    (:func:`bossflow.search.sample_with`); the lowest endpoint RMSE against the teacher wins,
    the earlier candidate on ties.
@@ -45,7 +48,7 @@ Cost, in model rows (one row = one sample through the model), for B search noise
 base grid of N steps (one fine trajectory, what BOSS spends, is N B rows): the teacher
 (adaptive, about 1.2-1.5 fine trajectories on the mixtures), BOSS and OLSS on the fitting
 noises and the winner again on all (about 1 fine trajectory each per fit), the short
-refinement (about ``70 K`` forward and ``70 K`` backward rows per fitting noise at budget
+refinement (about ``165 K`` forward and ``165 K`` backward rows per fitting noise at budget
 K), ``K`` rows per held-out noise and candidate to score, and where a refinement won,
 ``continue_steps * K`` forward and backward rows per noise. Every schedule's meta records
 the whole call's counts and ``fine_trajectories`` (forward rows / (N B)). The global-error
@@ -85,7 +88,7 @@ FAMILIES = {
 """Default candidates per schedule family (see the module docstring), in tie-break order."""
 CANDIDATES = FAMILIES["any"]
 NOT_EULER = ("olss", "refined-ls")
-SELECT_REFINE = {"screen_steps": 10, "steps": 30, "late_starts": (0.9,)}
+SELECT_REFINE = {"screen_steps": 15, "steps": 30, "late_starts": (0.9, 0.99)}
 """The selection-stage refinement: L-BFGS evaluations per screened start and for the best one."""
 CONTINUE_STEPS = 80
 
@@ -189,6 +192,13 @@ def refit_last_step(
     return Schedule(schedule.times, schedule.eval_times, **{**schedule.meta, **found})
 
 
+def _as_euler_start(schedule: Schedule) -> Schedule:
+    """An Euler start for the refinement: OLSS schedules give their step times, without their coefficients."""
+    if "olss" in schedule.meta:
+        return Schedule(schedule.times, method="olss-times")
+    return schedule
+
+
 def _check_fraction(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0.0 < value < 1.0):
         raise BossflowError(f"holdout must be a fraction strictly between 0 and 1, got {value!r}.")
@@ -207,7 +217,7 @@ def auto_schedules(
     candidates: Sequence[str] | None = None,
     holdout: float = 0.25,
     refit: bool = True,
-    starts: Sequence[str] = ("uniform", "bellman"),
+    starts: Sequence[str] = ("uniform", "bellman", "olss"),
     refine: dict | None = None,
     continue_steps: int = CONTINUE_STEPS,
     olss: dict | None = None,
@@ -234,7 +244,8 @@ def auto_schedules(
         holdout: fraction of the noises held out for selection.
         refit: refit the winner on every noise; ``False`` returns the winner fitted on the
             fitting noises (cheaper, noisier).
-        starts: the refinement's start searches (Euler searches, e.g. uniform, bellman, global-dp).
+        starts: the refinement's start searches: Euler searches (uniform, bellman, global-dp, ...)
+            and ``olss``, whose step times (without its coefficients) start an Euler schedule.
         refine: options for the selection-stage :func:`bossflow.search.refine_schedule`
             (``steps``, ``screen_steps``, ``late_starts``, ``batch_size``, ...); default
             :data:`SELECT_REFINE`. ``eval_times`` follows ``family``.
@@ -249,7 +260,8 @@ def auto_schedules(
         held-out noises against the teacher, fitted on the fitting noises; ``None`` if not
         finite); ``refit``, ``fit_samples``, ``holdout_samples``, ``samples``;
         ``candidate_meta`` (the winner's own meta; its OLSS coefficients, if any, stay in
-        ``olss``); and for the whole call ``model_rows`` (forward rows, teacher included),
+        ``olss``; a continued refinement's has ``continued_from``, its start's endpoint MSE on
+        every noise, and ``loss``, its own); and for the whole call ``model_rows`` (forward rows, teacher included),
         ``backward_rows`` (rows back-propagated by the refinement), ``teacher_rows`` and
         ``fine_trajectories`` (``model_rows / (N B)``).
 
@@ -281,9 +293,11 @@ def auto_schedules(
         raise BossflowError(f"auto candidates must be distinct names among {', '.join(allowed)}; got {names}.")
     if family != "any" and any(m in NOT_EULER for m in names):
         raise BossflowError(f"candidates {', '.join(NOT_EULER)} are not Euler schedules; family {family!r} cannot take them.")
-    bad_starts = [m for m in starts if m not in SEARCHES or m in ("refined", "olss", "auto")]
+    bad_starts = [m for m in starts if m not in SEARCHES or m in ("refined", "auto")]
     if bad_starts or not starts:
-        raise BossflowError(f"refinement starts must be Euler searches such as uniform, bellman, global-dp; got {list(starts)}.")
+        raise BossflowError(
+            f"refinement starts must be Euler searches such as uniform, bellman, global-dp, or olss; got {list(starts)}."
+        )
     holdout = _check_fraction(holdout)
     if isinstance(continue_steps, bool) or not isinstance(continue_steps, int) or continue_steps < 1:
         raise BossflowError(f"continue_steps must be an integer >= 1, got {continue_steps!r}.")
@@ -327,7 +341,7 @@ def auto_schedules(
         nonlocal backward_rows
         if k not in refined_fit:
             x, y, kw = sets["fit"]
-            begin = [grid_search(s, "fit", budgets)[k] for s in starts]
+            begin = [_as_euler_start(grid_search(s, "fit", budgets)[k]) for s in starts]
             found = refine_schedule(counted, x, begin, target=y, eval_times=eval_times, cond=kw or None, **select_opts)
             backward_rows += int(found.meta["backward_rows"])
             refined_fit[k] = found
@@ -344,7 +358,7 @@ def auto_schedules(
             )
             backward_rows += int(found.meta["backward_rows"])
             refined_all[k] = found.with_meta(
-                start=fitted.meta["start"], late_start=fitted.meta["late_start"], continued_from=fitted.meta["loss"],
+                start=fitted.meta["start"], late_start=fitted.meta["late_start"], continued_from=found.meta["start_loss"],
                 screen_steps=fitted.meta["screen_steps"], candidates=fitted.meta["candidates"],
                 steps=fitted.meta["steps"] + continue_steps, evaluations=fitted.meta["evaluations"] + found.meta["evaluations"],
             )

@@ -29,7 +29,11 @@ Parametrisation (unconstrained parameters, valid schedules by construction):
 Search. The objective has many local minima once evaluation times are free (on the 2-D
 mixture a late first evaluation, ``s_0`` near 1, is a different basin from ``s_0 = t_0``),
 so the search is a small deterministic multi-start: every start given, plus, with
-evaluation times, a copy of it with ``s_0 = c`` for each ``c`` in ``late_starts``. Each
+evaluation times, a copy of it with ``s_0 = c`` for each ``c`` in ``late_starts`` (default
+0.9 and 0.99: on the 2-D mixture the best schedules from 6 NFE on evaluate first at
+``s_0`` of about 0.99, a basin that starts at 0.9 rarely reach; adding 0.99 to auto's
+refinement cut its search-set RMSE at 6, 8 and 10 NFE from 0.0084, 0.0064, 0.0034 to
+0.0032, 0.0023, 0.0018). Each
 candidate gets ``screen_steps`` L-BFGS evaluations (skipped when there is one candidate);
 the best point seen continues for ``steps`` more. The best iterate seen is kept, and the
 result is checked with :func:`bossflow.euler` against every start: it is never worse on
@@ -235,7 +239,7 @@ def refine_schedule(
     eval_times: bool = True,
     steps: int = 200,
     screen_steps: int = 50,
-    late_starts: Sequence[float] = (0.9,),
+    late_starts: Sequence[float] = (0.9, 0.99),
     lr: float = 1.0,
     screen_samples: int | None = None,
     cond: dict | None = None,

@@ -366,7 +366,7 @@ def test_metadata_cannot_overwrite_the_network_fields(tmp_path):
 def test_shipped_fashion_mnist_teacher_loads_and_samples():
     model, config = load_model_dir(shipped_model_dir("fashion-mnist"))
     assert model.sample_shape == (1, 28, 28) and config["data"]["name"] == "fashion-mnist"
-    assert config["training"]["steps"] == 11250
+    assert config["training"]["steps"] == 20000
     noise = bf.gaussian_noise(4, (1, 28, 28), seed=0)
     with torch.no_grad():
         x = bf.euler(model, noise, bf.uniform_schedule(4))

@@ -93,7 +93,7 @@ def demo_plan(quick: bool = False) -> list[DemoModel]:
         return mixtures + [digits]
     mixtures = [DemoModel(m, every, tuple(range(2, 11))) for m in ("gmm-2d", "gmm-64d")]
     digits = DemoModel(
-        "digits", ("uniform", "edm", "shift", "bellman", "global-dp", "olss", "refined"), (2, 4, 6, 8, 10),
+        "digits", ("uniform", "edm", "shift", "bellman", "global-dp", "olss", "refined", "auto"), (2, 4, 6, 8, 10),
         grid_steps=100, search_samples=64, eval_samples=500, reference_tol=1e-4,
         options={"refined": {"starts": ("bellman",), "late_starts": (), "steps": 20}},
         students=("digits-boss",),

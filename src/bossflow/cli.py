@@ -158,9 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--grid", choices=["uniform", "edm"], default="uniform", help="base grid family (default: uniform)")
     p.add_argument("--grid-steps", type=_positive_int, default=100, metavar="N", help="base grid intervals (default: 100)")
-    p.add_argument("--samples", type=_positive_int, default=256, metavar="B", help="noise samples for the cost matrix (default: 256)")
+    p.add_argument("--samples", type=_positive_int, default=256, metavar="B", help="search noises (default: 256)")
     p.add_argument("--seed", type=_non_negative_int, default=0, help="noise seed (default: 0)")
-    p.add_argument("--batch-size", type=_positive_int, default=64, help="samples integrated at once (default: 64)")
+    p.add_argument("--batch-size", type=_positive_int, default=64, help="samples integrated at once by bellman's cost matrix (default: 64)")
     p.add_argument(
         "--substeps",
         type=_positive_int,
@@ -299,7 +299,7 @@ def cmd_schedule(args: argparse.Namespace) -> int:
                 raise BossflowError(
                     f"--reference and --substeps set the bellman cost matrix's teacher; drop them for --method {args.method}."
                 )
-            options = {"family": args.family} if args.method == "auto" else {}
+            options = {"family": args.family, "progress": not args.quiet} if args.method == "auto" else {}
             schedules = SEARCHES[args.method](model, noise, grid, nfes, provenance=provenance, **options)
         else:
             cost = cost_matrix(

@@ -222,6 +222,7 @@ def auto_schedules(
     continue_steps: int = CONTINUE_STEPS,
     olss: dict | None = None,
     ridge: float = 1e-4,
+    progress: bool = False,
 ) -> dict[int, Schedule]:
     """Our default: the candidate searches' best schedule per budget, chosen on held-out noises.
 
@@ -253,6 +254,7 @@ def auto_schedules(
             its selection-stage schedule.
         olss: options for :func:`bossflow.search.olss_schedules`.
         ridge: ``refined-ls``'s pull towards the Euler coefficients (:func:`refit_last_step`).
+        progress: show a tqdm bar over the stages (teacher, each candidate's fit, scoring, refits).
 
     Returns:
         ``{nfe: Schedule}`` with ``method="auto"``; ``family``; ``selected`` (the winning
@@ -316,7 +318,16 @@ def auto_schedules(
     cond_fit = select_cond(cond, fit_idx, n) if cond else {}
     cond_held = select_cond(cond, held_idx, n) if cond else {}
 
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=2 + 2 * len(names), desc="auto", unit="stage", disable=not progress)
+
+    def stage(text: str) -> None:
+        bar.set_postfix_str(text, refresh=False)
+        bar.update(1)
+
     counted = NFECounter(model)
+    bar.set_postfix_str("teacher")
     target = reference_solve(counted, noise, cond=cond or None)
     teacher_rows = counted.samples
     backward_rows = 0
@@ -378,7 +389,11 @@ def auto_schedules(
         return {k: grid_search(name, which, budgets if which == "fit" else ks)[k] for k in ks}
 
     # Fit every candidate on the fitting noises (refined-ls reuses the refined fit).
-    fitted = {name: run(name, "fit", budgets) for name in names}
+    fitted = {}
+    for name in names:
+        stage(f"fit {name}")
+        fitted[name] = run(name, "fit", budgets)
+    stage("score")
 
     # Score on the held-out noises.
     x_held, y_held = noise[n_fit:], target[n_fit:]
@@ -393,9 +408,12 @@ def auto_schedules(
     # Refit each winner on every noise, one call per winning search.
     chosen: dict[int, Schedule] = {}
     for name in names:
+        stage(f"refit {name}")
         ks = [k for k in budgets if selected[k] == name]
         if ks:
             chosen.update(run(name, "all", ks) if refit else {k: fitted[name][k] for k in ks})
+    stage("done")
+    bar.close()
 
     fine = counted.samples / ((grid.size - 1) * n)
     out = {}

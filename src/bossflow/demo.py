@@ -78,8 +78,11 @@ def demo_plan(quick: bool = False) -> list[DemoModel]:
     """The demo's models and sizes; ``quick`` shrinks them for tests (seconds instead of minutes).
 
     The digits teacher gets fewer methods, budgets and noises than the mixtures: its network
-    costs about 0.2 ms per sample and evaluation on one CPU core, and refinement is cut
-    to one start and 20 L-BFGS evaluations.
+    costs about 0.2 ms per sample and evaluation on one CPU core, so auto runs there with a
+    shorter refinement (8 screening + 20 evaluations, 30 to continue) and the slow
+    ``refined`` is left out (auto's refined candidates stand for it). On the mixtures
+    ``refined`` gets 25 screening + 150 evaluations instead of 50 + 200; auto runs as
+    ``bossflow schedule`` runs it.
     """
     from .search import SEARCHES
 
@@ -91,11 +94,12 @@ def demo_plan(quick: bool = False) -> list[DemoModel]:
         digits = DemoModel("digits", ("uniform", "bellman", "global-dp", "olss"), (2, 4, 6), grid_steps=20, search_samples=16,
                            eval_samples=100, reference_tol=1e-3, students=("digits-boss",))
         return mixtures + [digits]
-    mixtures = [DemoModel(m, every, tuple(range(2, 11))) for m in ("gmm-2d", "gmm-64d")]
+    mixtures = [DemoModel(m, every, tuple(range(2, 11)), options={"refined": {"screen_steps": 25, "steps": 150}})
+                for m in ("gmm-2d", "gmm-64d")]
     digits = DemoModel(
-        "digits", ("uniform", "edm", "shift", "bellman", "global-dp", "olss", "refined", "auto"), (2, 4, 6, 8, 10),
+        "digits", ("uniform", "edm", "shift", "bellman", "global-dp", "olss", "auto"), (2, 4, 6, 8, 10),
         grid_steps=100, search_samples=64, eval_samples=500, reference_tol=1e-4,
-        options={"refined": {"starts": ("bellman",), "late_starts": (), "steps": 20}},
+        options={"auto": {"refine": {"screen_steps": 8, "steps": 20}, "continue_steps": 30}},
         students=("digits-boss",),
     )
     return mixtures + [digits]

@@ -18,7 +18,7 @@ where it won:
    ``refined-ls``, the refined schedule whose last step is refitted by least squares
    (:func:`refit_last_step`). OLSS's step times are a start worth having: on the 2-D
    mixture at 4 NFE only they (with s_0 = 0.99) reach the basin of a slow multi-start
-   oracle (search-set RMSE 0.0117, against 0.0204 from eight other starts).
+   oracle (search-set RMSE 0.0117, against 0.0204 or worse from the times of seven other searches).
 4. **Select.** Each candidate samples the held-out noises with the solver it was made for
    (:func:`bossflow.search.sample_with`); the lowest endpoint RMSE against the teacher wins,
    the earlier candidate on ties.
@@ -26,7 +26,7 @@ where it won:
    search makes on its own); a winning refinement continues from its selection-stage
    schedule on every noise for ``continue_steps`` L-BFGS evaluations (``refined-ls``: then
    the last-step fit on every noise). Continuing rather than restarting keeps the basin that
-   won validation and costs a third of a fresh refinement.
+   won validation and costs about an eighth of a fresh refinement (80 against 650 evaluations).
 
 Families. ``family="any"`` (default) may return OLSS-type schedules (a linear multistep update,
 sampled with :func:`bossflow.search.olss.olss_solve`) and Euler schedules with evaluation

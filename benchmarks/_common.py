@@ -12,6 +12,7 @@ import statistics
 import time
 from typing import Any, Callable, Iterator, NamedTuple, Sequence
 
+import numpy as np
 import torch
 
 import bossflow as bf
@@ -102,6 +103,18 @@ class FlowCase(NamedTuple):
     noise: torch.Tensor  # search noises (seed 0)
     z: torch.Tensor  # held-out noises (seed 1)
     reference: torch.Tensor  # dopri5 endpoints of ``z`` (rtol = atol = 1e-8)
+
+
+# Issue 8: the OSS authors' search code (bebebe666/OptimalSteps, 32 search noises, median aggregation),
+# endpoint RMSE on the exact mixtures as our benchmarks score it.
+OSS_CODE = {"gmm-2d": {2: 0.280, 4: 0.132, 6: 0.106, 8: 0.083}, "gmm-64d": {2: 0.412, 4: 0.284, 6: 0.300, 8: 0.268}}
+
+
+def random_starts(nfe: int, count: int, seed: int) -> list[bf.Schedule]:
+    """``count`` schedules with sorted uniform random inner times (benchmark-only randomness, seeded)."""
+    rng = np.random.default_rng(seed)
+    return [bf.Schedule(np.concatenate([[0.0], np.sort(rng.uniform(0.0, 1.0, nfe - 1)), [1.0]]), method="random")
+            for _ in range(count)]
 
 
 def exact_flow_cases(search_samples: int, eval_samples: int) -> Iterator[FlowCase]:

@@ -61,7 +61,7 @@ import bossflow as bf
 from bossflow.search import SEARCHES, sample_with
 from bossflow.search.refine import refine_schedule
 
-from _common import exact_flow_cases, fmt_seconds, machine_line, markdown_table, time_once, verdict
+from _common import OSS_CODE, exact_flow_cases, fmt_seconds, machine_line, markdown_table, random_starts, time_once, verdict
 
 N_STEPS = 100
 EVAL_SAMPLES = 1000
@@ -69,8 +69,6 @@ NFES = [2, 4, 6, 8, 10]
 PEERS = ("uniform", "edm", "shift", "bellman", "global-dp", "gits", "ays", "evolution", "olss")
 OURS = ("refined", "auto", "auto-euler")
 TOLERANCE = 0.01
-# Issue 8: the OSS authors' search code (32 search noises, median aggregation), same scoring.
-OSS_CODE = {"gmm-2d": {2: 0.280, 4: 0.132, 6: 0.106, 8: 0.083}, "gmm-64d": {2: 0.412, 4: 0.284, 6: 0.300, 8: 0.268}}
 ORACLE_RANDOM_STARTS = 2
 ORACLE_SCREEN, ORACLE_STEPS, ORACLE_LATE = 100, 400, (0.5, 0.9)
 
@@ -127,13 +125,6 @@ def backward_rows(method: str, schedules: dict[int, bf.Schedule]) -> int:
     if method.startswith("auto"):
         return int(next(iter(schedules.values())).meta["backward_rows"])
     return 0
-
-
-def random_starts(nfe: int, count: int, seed: int) -> list[bf.Schedule]:
-    """``count`` schedules with sorted uniform random inner times (benchmark-only randomness, seeded)."""
-    rng = np.random.default_rng(seed)
-    return [bf.Schedule(np.concatenate([[0.0], np.sort(rng.uniform(0.0, 1.0, nfe - 1)), [1.0]]), method="random")
-            for _ in range(count)]
 
 
 def main() -> None:

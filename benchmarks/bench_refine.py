@@ -39,33 +39,30 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
 import tqdm.auto  # noqa: F401  (imported before timing: the refinement's progress bar imports it lazily)
 
 import bossflow as bf
 from bossflow.search import global_error_paths
 from bossflow.search.refine import refine_schedule
 
-from _common import apply_thread_option, exact_flow_cases, fmt_seconds, markdown_table, search_header, time_once, verdict
+from _common import (
+    OSS_CODE,
+    apply_thread_option,
+    exact_flow_cases,
+    fmt_seconds,
+    markdown_table,
+    random_starts,
+    search_header,
+    time_once,
+    verdict,
+)
 
 N_STEPS = 100
 SEARCH_SAMPLES = 256
 EVAL_SAMPLES = 1000
 NFES = (2, 4, 6, 8)
-# Issue 8: the OSS authors' search code (32 search noises, median aggregation), same scoring.
-OSS_CODE = {"gmm-2d": {2: 0.280, 4: 0.132, 6: 0.106, 8: 0.083}, "gmm-64d": {2: 0.412, 4: 0.284, 6: 0.300, 8: 0.268}}
 ORACLE_RANDOM_STARTS = 2
 ORACLE_SCREEN, ORACLE_STEPS = 100, 400
-
-
-def random_starts(nfe: int, count: int, seed: int) -> list[bf.Schedule]:
-    """``count`` schedules with sorted uniform random inner times (benchmark-only randomness, seeded)."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(count):
-        inner = np.sort(rng.uniform(0.0, 1.0, nfe - 1))
-        out.append(bf.Schedule(np.concatenate([[0.0], inner, [1.0]]), method="random"))
-    return out
 
 
 def fmt_schedule(s: bf.Schedule) -> str:

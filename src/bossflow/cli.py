@@ -325,9 +325,9 @@ def cmd_schedule(args: argparse.Namespace) -> int:
         evals = "" if sched.eval_times is None else f"  (evaluated at {_format_times(sched.eval_times)})"
         chose = f"  [{sched.meta['selected']}]" if "selected" in sched.meta else ""
         print(f"{k:>4}  {cost_text}  {_format_times(sched.times)}{evals}{chose}")
-    spent = next(iter(schedules.values())).meta.get("fine_trajectories")
-    if spent is not None:
-        print(f"auto spent {spent:.1f} fine trajectories ({next(iter(schedules.values())).meta['model_rows']:,} model rows)")
+    spent = next(iter(schedules.values())).meta
+    if "fine_trajectories" in spent:
+        print(f"auto spent {spent['fine_trajectories']:.1f} fine trajectories ({spent['model_rows']:,} model rows)")
     if args.out and is_main():
         save_schedules(args.out, schedules.values(), **provenance)
         print(f"wrote {len(schedules)} schedule(s) to {args.out}")

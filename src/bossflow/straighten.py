@@ -413,7 +413,7 @@ def straighten(
         x, target = x.to(device), target.to(device)
         t = t.to(device) if t is not None else None
         # Loss = sum of this share's distances * scale: the global batch mean once DDP averages over ranks.
-        scale = world / batch_size if world > 1 else 1.0 / batch_size
+        scale = world / batch_size
         chunk = micro_batch or x.shape[0]
         optimizer.zero_grad(set_to_none=True)
         total = 0.0

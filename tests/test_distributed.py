@@ -27,6 +27,8 @@ from bossflow.cli import main
 from bossflow.errors import BossflowError, CostMatrixError
 from bossflow.models import gmm_2d
 from bossflow.pairs import teacher_pairs
+from bossflow.search.auto import auto_schedules
+from bossflow.search.refine import refine_schedule
 from bossflow.straighten import CHECKPOINT_NAME, straighten
 
 WORLD = 2
@@ -35,6 +37,8 @@ COST_BATCH = 5
 PAIR_SAMPLES, PAIR_SHARD = 45, 16
 STEPS = 6
 BATCH = 33  # odd: the ranks' shares of a batch differ in size
+AUTO_SAMPLES = 41  # odd: the refinement's shares differ in size
+AUTO_REFINE = {"screen_steps": 4, "steps": 6, "batch_size": 9}
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
                                 reason="needs torch.distributed with gloo")
@@ -110,7 +114,23 @@ def _job_straighten(folder: Path, local: int) -> None:
                folder / f"straighten-{local}.pt")
 
 
-JOBS = {"cost": _job_cost, "pairs": _job_pairs, "straighten": _job_straighten}
+def _auto_setup():
+    return gmm_2d(), bf.gaussian_noise(AUTO_SAMPLES, (2,), seed=4, dtype=torch.float64), bf.uniform_schedule(20).times
+
+
+def _auto(model, noise, grid):
+    return auto_schedules(model, noise, grid, [2, 3], refine=AUTO_REFINE, continue_steps=8)
+
+
+def _job_auto(folder: Path, local: int) -> None:
+    model, noise, grid = _auto_setup()
+    found = _auto(model, noise, grid)
+    refined = refine_schedule(model, noise, bf.uniform_schedule(3), steps=10, screen_steps=4, batch_size=7)
+    torch.save({"auto": {k: s.to_dict() for k, s in found.items()}, "refined": refined.to_dict()},
+               folder / f"auto-{local}.pt")
+
+
+JOBS = {"cost": _job_cost, "pairs": _job_pairs, "straighten": _job_straighten, "auto": _job_auto}
 
 
 # --- helpers without a process group -------------------------------------------------------
@@ -266,6 +286,26 @@ def _torchrun(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(WORLD), "--master-addr",
            "127.0.0.1", "--master-port", str(_free_port()), "-m", "bossflow.cli", *args]
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_refinement_and_auto_on_two_processes_equal_one_process(tmp_path):
+    model, noise, grid = _auto_setup()
+    single = _auto(model, noise, grid)
+    single_refined = refine_schedule(model, noise, bf.uniform_schedule(3), steps=10, screen_steps=4, batch_size=7)
+    _spawn("auto", tmp_path)
+    for local in range(WORLD):
+        got = torch.load(tmp_path / f"auto-{local}.pt")
+        pairs = [(single[k], bf.Schedule.from_dict(got["auto"][k])) for k in (2, 3)]
+        pairs.append((single_refined, bf.Schedule.from_dict(got["refined"])))
+        for one, many in pairs:
+            # The ranks split each evaluation's chunks and add their sums in one process's order.
+            assert np.array_equal(many.times, one.times) and np.array_equal(many.eval_times, one.eval_times)
+            key = "selected" if "selected" in one.meta else "loss"
+            assert many.meta[key] == one.meta[key]
+            assert many.meta["backward_rows"] == one.meta["backward_rows"]  # summed over the ranks
+        # Every process solved the teacher and ran the cheap searches: twice the forward rows of those.
+        assert got["refined"]["meta"]["teacher_rows"] == WORLD * single_refined.meta["teacher_rows"]
+        assert single[2].meta["model_rows"] < bf.Schedule.from_dict(got["auto"][2]).meta["model_rows"]
 
 
 def test_schedule_command_under_torchrun_writes_the_plain_runs_schedule(tmp_path, capsys):

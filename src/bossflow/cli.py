@@ -299,7 +299,7 @@ def cmd_schedule(args: argparse.Namespace) -> int:
                 raise BossflowError(
                     f"--reference and --substeps set the bellman cost matrix's teacher; drop them for --method {args.method}."
                 )
-            options = {"family": args.family, "progress": not args.quiet} if args.method == "auto" else {}
+            options = {"family": args.family, "progress": not args.quiet and is_main()} if args.method == "auto" else {}
             schedules = SEARCHES[args.method](model, noise, grid, nfes, provenance=provenance, **options)
         else:
             cost = cost_matrix(

@@ -13,12 +13,17 @@ where it won:
    least one is kept for fitting); the split is by position, so it is deterministic.
 3. **Fit.** Every candidate runs on the fitting noises only: uniform steps, BOSS
    (``bellman``), OLSS, and a short refinement (:func:`bossflow.search.refine_schedule` from
-   the uniform, BOSS and OLSS step times and their late-start copies at s_0 = 0.9 and 0.99,
+   the uniform, BOSS and OLSS step times and their late-start copies at s_0 = 0.99,
    15 screening evaluations each and 30 for the best: enough to rank it), plus
    ``refined-ls``, the refined schedule whose last step is refitted by least squares
    (:func:`refit_last_step`). OLSS's step times are a start worth having: on the 2-D
    mixture at 4 NFE only they (with s_0 = 0.99) reach the basin of a slow multi-start
    oracle (search-set RMSE 0.0117, against 0.0204 or worse from the times of seven other searches).
+   The late-start copies at s_0 = 0.9 that ``refine_schedule`` adds by default are left out:
+   in ``benchmarks/bench_auto.py``'s flows no selected schedule came from them, and without
+   them every budget's choice and fresh-noise RMSE stayed the same while the whole call
+   spent 16-24 % fewer model rows (gmm-2d 63 to 53 fine trajectories, gmm-64d 44 to 34,
+   digits 48 to 37).
 4. **Select.** Each candidate samples the held-out noises with the solver it was made for
    (:func:`bossflow.search.sample_with`); the lowest endpoint RMSE against the teacher wins,
    the earlier candidate on ties.
@@ -48,12 +53,22 @@ Cost, in model rows (one row = one sample through the model), for B search noise
 base grid of N steps (one fine trajectory, what BOSS spends, is N B rows): the teacher
 (adaptive, about 1.2-1.5 fine trajectories on the mixtures), BOSS and OLSS on the fitting
 noises and the winner again on all (about 1 fine trajectory each per fit), the short
-refinement (about ``165 K`` forward and ``165 K`` backward rows per fitting noise at budget
+refinement (about ``120 K`` forward and ``120 K`` backward rows per fitting noise at budget
 K), ``K`` rows per held-out noise and candidate to score, and where a refinement won,
 ``continue_steps * K`` forward and backward rows per noise. Every schedule's meta records
 the whole call's counts and ``fine_trajectories`` (forward rows / (N B)). The global-error
 DP is not a default candidate: it costs about 10 fine trajectories and never won a budget
 in ``benchmarks/bench_auto.py``.
+
+Processes. Under ``torch.distributed`` (``torchrun``; every rank passes the same arguments)
+the refinements, most of the cost, split every evaluation's noise chunks over the ranks
+(see :func:`bossflow.search.refine_schedule`), and the BOSS cost matrix splits its samples;
+the teacher, OLSS, the selection and ``refined-ls`` run whole on every rank. Every rank
+returns the same schedules: with a refinement ``batch_size`` given, those of one process
+with that batch size (the refinement's sums bit for bit; the cost matrix's to float64
+rounding). By default each process takes one chunk, so the chunks, and with them the
+rounding, follow the number of processes, which at 8-10 NFE on the 2-D mixture can steer
+L-BFGS to other step times of the same error. The counts in the meta are summed over the ranks.
 
 What is simplified: one split rather than cross-validation, so a few hundred held-out
 values decide; on flows with heavy-tailed errors (the 64-D mixture, where a few samples
@@ -72,6 +87,7 @@ import torch
 from torch import Tensor
 
 from ..bellman import check_budget
+from ..distributed import all_reduce_sum_float64
 from ..errors import BossflowError, ScheduleError
 from ..metrics import endpoint_rmse
 from ..noise import validate_noise
@@ -88,7 +104,7 @@ FAMILIES = {
 """Default candidates per schedule family (see the module docstring), in tie-break order."""
 CANDIDATES = FAMILIES["any"]
 NOT_EULER = ("olss", "refined-ls")
-SELECT_REFINE = {"screen_steps": 15, "steps": 30, "late_starts": (0.9, 0.99)}
+SELECT_REFINE = {"screen_steps": 15, "steps": 30, "late_starts": (0.99,)}
 """The selection-stage refinement: L-BFGS evaluations per screened start and for the best one."""
 CONTINUE_STEPS = 80
 
@@ -415,7 +431,9 @@ def auto_schedules(
     stage("done")
     bar.close()
 
-    fine = counted.samples / ((grid.size - 1) * n)
+    # Forward rows of every process (under torch.distributed each also solved the teacher).
+    rows, teacher_rows = (int(v) for v in all_reduce_sum_float64([counted.samples, teacher_rows]))
+    fine = rows / ((grid.size - 1) * n)
     out = {}
     for k in budgets:
         win = chosen[k]
@@ -431,7 +449,7 @@ def auto_schedules(
             "fit_samples": n_fit,
             "holdout_samples": n_held,
             "candidate_meta": own,
-            "model_rows": counted.samples,
+            "model_rows": rows,
             "backward_rows": backward_rows,
             "teacher_rows": teacher_rows,
             "fine_trajectories": fine,

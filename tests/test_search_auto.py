@@ -8,7 +8,7 @@ import bossflow as bf
 from bossflow.cli import main
 from bossflow.errors import BossflowError, ScheduleError
 from bossflow.search import SEARCHES, sample_with
-from bossflow.search.auto import CANDIDATES, auto_schedules, refit_last_step
+from bossflow.search.auto import CANDIDATES, GRID_SEARCHES, auto_schedules, refit_last_step
 
 TEST_SEED = 0
 FAST = {"steps": 20, "screen_steps": 5}
@@ -46,12 +46,31 @@ def test_valid_and_deterministic(case, found):
         assert counter.nfe == k and torch.isfinite(x).all()
 
 
-def test_selected_is_the_held_out_minimum(found):
+def test_selected_is_the_held_out_minimum_of_the_best_grid_search_and_the_rest(found):
     for s in found.values():
-        scores = s.meta["holdout_rmse"]
+        scores, grid_scores = s.meta["holdout_rmse"], s.meta["search_rmse"]
         assert set(scores) == set(CANDIDATES)
-        assert scores[s.meta["selected"]] == min(scores.values())
+        grids = [m for m in CANDIDATES if m in GRID_SEARCHES]
+        assert set(grid_scores) == set(grids) and len(grids) > 1
+        best_grid = min(grids, key=grid_scores.get)
+        finalists = [m for m in CANDIDATES if m not in grids] + [best_grid]
+        assert scores[s.meta["selected"]] == min(scores[m] for m in finalists)
         assert s.meta["candidate_meta"]["method"] == s.meta["selected"]
+
+
+def test_grid_searches_are_ranked_on_every_search_noise(case):
+    """A grid search that loses on every search noise cannot win on the held-out noises alone."""
+    model, noise, grid = case
+    found = auto_schedules(model, noise, grid, [2, 3, 4], candidates=("uniform", "bellman", "global-dp"))
+    target = bf.reference_solve(model, noise)
+    fit = 24  # 3/4 of the 32 noises
+    for k, s in found.items():
+        mine = {}
+        for name in ("uniform", "bellman", "global-dp"):
+            fitted = SEARCHES[name](model, noise[:fit], grid, [k])[k]
+            mine[name] = bf.endpoint_rmse(sample_with(model, noise, fitted), target)
+            assert s.meta["search_rmse"][name] == pytest.approx(mine[name], rel=1e-9)
+        assert s.meta["selected"] == min(mine, key=mine.get)
 
 
 def test_refit_continues_the_winning_refinement(case, found):
@@ -83,7 +102,7 @@ def test_families_give_what_their_consumers_take(case):
     euler = auto_schedules(model, noise, grid, [2, 3], family="euler", refine=FAST, continue_steps=5)
     times = auto_schedules(model, noise, grid, [2, 3], family="times", refine=FAST, continue_steps=5)
     for k in (2, 3):
-        assert "olss" not in euler[k].meta and set(euler[k].meta["holdout_rmse"]) == {"uniform", "bellman", "refined"}
+        assert "olss" not in euler[k].meta and set(euler[k].meta["holdout_rmse"]) == {"uniform", "bellman", "global-dp", "refined"}
         assert euler[k].meta["family"] == "euler"
         bf.schedules.check_euler_schedule(euler[k], "straightening")
         assert "olss" not in times[k].meta and not times[k].has_eval_times

@@ -327,6 +327,25 @@ def test_schedule_command_under_torchrun_writes_the_plain_runs_schedule(tmp_path
     assert strip(plain) == strip(multi)
 
 
+def test_auto_schedule_command_under_torchrun_matches_the_plain_run(tmp_path, capsys):
+    """The default search under torchrun: rank 0 alone prints and writes; the refinement splits its noises."""
+    args = ["schedule", "--model", "gmm-2d", "--nfe", "2", "--samples", str(AUTO_SAMPLES), "--grid-steps", "20",
+            "--dtype", "float64", "--quiet"]
+    assert main([*args, "--out", str(tmp_path / "plain.json")]) == 0
+    capsys.readouterr()
+    run = _torchrun([*args, "--out", str(tmp_path / "multi.json")], tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.count("auto spent") == 1 and run.stdout.count("wrote 1 schedule(s)") == 1
+    plain = bf.load_schedules(tmp_path / "plain.json")[2]
+    multi = bf.load_schedules(tmp_path / "multi.json")[2]
+    # One chunk per process changes only the order of float64 additions: at 2 NFE, nothing visible.
+    np.testing.assert_allclose(multi.times, plain.times, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(multi.evaluation_times, plain.evaluation_times, rtol=0, atol=1e-9)
+    assert multi.meta["selected"] == plain.meta["selected"]
+    # Both processes solved the teacher: the summed count is larger than one process's.
+    assert multi.meta["model_rows"] > plain.meta["model_rows"]
+
+
 def test_straighten_command_under_torchrun_writes_the_plain_runs_model(tmp_path, capsys):
     from bossflow.checkpoints import load_model_dir as load
 

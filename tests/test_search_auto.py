@@ -73,6 +73,28 @@ def test_grid_searches_are_ranked_on_every_search_noise(case):
         assert s.meta["selected"] == min(mine, key=mine.get)
 
 
+def test_per_sample_conditioning_follows_its_noises(case):
+    """Fitting, held-out scoring and the grid ranking on every noise all pass each noise its own condition."""
+    model, noise, grid = case
+    gain = torch.linspace(0.5, 1.5, noise.shape[0], dtype=torch.float64)
+
+    def scaled(x, t, gain):
+        return model(x, t) * gain[:, None]
+
+    cond = {"gain": gain}
+    found = auto_schedules(scaled, noise, grid, [2, 3], cond=cond, candidates=("uniform", "bellman", "refined"),
+                           refine=FAST, continue_steps=5)
+    target = bf.reference_solve(scaled, noise, cond=cond)
+    fit = 24
+    for k, s in found.items():
+        for name in ("uniform", "bellman"):
+            fitted = SEARCHES[name](scaled, noise[:fit], grid, [k], cond={"gain": gain[:fit]})[k]
+            whole = bf.endpoint_rmse(sample_with(scaled, noise, fitted, cond=cond), target)
+            held = bf.endpoint_rmse(sample_with(scaled, noise[fit:], fitted, cond={"gain": gain[fit:]}), target[fit:])
+            assert s.meta["search_rmse"][name] == pytest.approx(whole, rel=1e-9)
+            assert s.meta["holdout_rmse"][name] == pytest.approx(held, rel=1e-9)
+
+
 def test_refit_continues_the_winning_refinement(case, found):
     """A winning refinement continues on every noise from its selection-stage schedule: never worse there."""
     model, noise, grid = case

@@ -25,8 +25,8 @@ examples:
   bossflow schedule --model gmm-2d --method uniform --nfe 4 --out uniform.json
 
 auto (default) fits uniform steps, BOSS, OLSS and a refinement of step and evaluation times
-on 3/4 of the noises, keeps per budget the one with the lowest error on the other 1/4 and
-refits it on all; it prints what it chose and what it spent in fine trajectories (one fine
+(--family euler/times: uniform, BOSS, global-dp and the refinement) on 3/4 of the noises,
+keeps per budget the one with the lowest error on the other 1/4 and refits it on all; it prints what it chose and what it spent in fine trajectories (one fine
 trajectory = --grid-steps model evaluations per noise, what bellman spends for all budgets).
 --family picks what the schedules must be usable by: any (bossflow's samplers), euler
 (Euler steps with evaluation times: bossflow straighten) or times (step times only:

@@ -425,14 +425,15 @@ def auto_schedules(
         fitted[name] = run(name, "fit", budgets)
     stage("score")
 
+    def rmse(schedule: Schedule, x: Tensor, y: Tensor, kw: dict) -> float:
+        """Endpoint RMSE of ``schedule``'s own sampler from ``x`` against ``y``; ``inf`` when it diverges."""
+        x1 = sample_with(counted, x, schedule, cond=kw or None)
+        value = endpoint_rmse(x1, y) if torch.isfinite(x1).all() else math.inf
+        return value if math.isfinite(value) else math.inf
+
     # Score on the held-out noises.
     x_held, y_held = noise[n_fit:], target[n_fit:]
-    scores: dict[int, dict[str, float]] = {k: {} for k in budgets}
-    for name in names:
-        for k in budgets:
-            x1 = sample_with(counted, x_held, fitted[name][k], cond=cond_held or None)
-            value = endpoint_rmse(x1, y_held) if torch.isfinite(x1).all() else math.inf
-            scores[k][name] = value if math.isfinite(value) else math.inf
+    scores = {k: {name: rmse(fitted[name][k], x_held, y_held, cond_held) for name in names} for k in budgets}
     # Grid searches are ranked among themselves on every search noise (see "Select" above).
     grids = [m for m in names if m in GRID_SEARCHES]
     search_scores: dict[int, dict[str, float]] = {k: {} for k in budgets}
@@ -440,15 +441,15 @@ def auto_schedules(
         x_fit, y_fit, kw_fit = sets["fit"]
         for name in grids:
             for k in budgets:
-                x1 = sample_with(counted, x_fit, fitted[name][k], cond=kw_fit or None)
-                fit_rmse = endpoint_rmse(x1, y_fit) if torch.isfinite(x1).all() else math.inf
-                mse = (n_fit * fit_rmse**2 + n_held * scores[k][name] ** 2) / n
-                search_scores[k][name] = math.sqrt(mse) if math.isfinite(mse) else math.inf
+                mse = (n_fit * rmse(fitted[name][k], x_fit, y_fit, kw_fit) ** 2 + n_held * scores[k][name] ** 2) / n
+                search_scores[k][name] = math.sqrt(mse)
     selected = {}
     for k in budgets:
         finalists = [m for m in names if m not in grids]
-        if grids:
-            finalists.append(min(grids, key=lambda m: (search_scores[k].get(m, scores[k][m]), names.index(m))))
+        if len(grids) == 1:
+            finalists += grids
+        elif grids:
+            finalists.append(min(grids, key=lambda m: (search_scores[k][m], names.index(m))))
         selected[k] = min(finalists, key=lambda m: (scores[k][m], names.index(m)))
 
     # Refit each winner on every noise, one call per winning search.

@@ -26,8 +26,9 @@ examples:
 
 auto (default) fits uniform steps, BOSS, OLSS and a refinement of step and evaluation times
 (--family euler/times: uniform, BOSS, global-dp and the refinement) on 3/4 of the noises,
-keeps per budget the one with the lowest error on the other 1/4 and refits it on all; it prints what it chose and what it spent in fine trajectories (one fine
-trajectory = --grid-steps model evaluations per noise, what bellman spends for all budgets).
+keeps per budget the one with the lowest error on the other 1/4 and refits it on all; it
+prints what it chose and what it spent in fine trajectories (one fine trajectory =
+--grid-steps model evaluations per noise, what bellman spends for all budgets).
 --family picks what the schedules must be usable by: any (bossflow's samplers), euler
 (Euler steps with evaluation times: bossflow straighten) or times (step times only:
 diffusers schedulers, flow_matching's ODESolver, any sampler that takes a time grid).
@@ -122,6 +123,7 @@ def _non_negative_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .distributed import PRECISIONS
     from .search import SEARCHES
 
     parser = argparse.ArgumentParser(
@@ -173,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu",
                    help="torch device for noise and model: cpu, cuda, cuda:1, ... or auto (CUDA when present; "
                    "under torchrun each rank's own GPU) (default: cpu)")
-    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="model arithmetic: fp32, or bf16 autocast for GPUs (states and costs keep --dtype) (default: fp32)")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="state dtype (default: float32)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

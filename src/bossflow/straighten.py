@@ -559,7 +559,7 @@ def add_straighten_parser(subparsers: Any) -> Any:
                    help="steps between checkpoints, 0 for none (default: 250)")
     p.add_argument("--device", default="cpu",
                    help="torch device for pairs and training: cpu, cuda, cuda:1 or auto (default: cpu)")
-    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="training arithmetic: fp32, or bf16 autocast for GPUs (weights, optimizer, EMA and the "
                    "teacher's pairs stay float32) (default: fp32)")
     p.add_argument("--micro-batch", type=_positive_int, metavar="M",

@@ -160,6 +160,9 @@ def main() -> None:
                           f"{backward_rows(method, found[method]):,}", f"{counted.samples / fine:.1f}"])
             print(f"  {method}: {fmt_seconds(seconds)}", flush=True)
 
+        # The oracle's teacher: the search noises' dopri5 endpoints, solved once per flow.
+        target = bf.reference_solve(case.model, case.noise) if case.oracle else None
+
         def score(schedule: bf.Schedule) -> float:
             return bf.endpoint_rmse(sample_with(case.model, case.z, schedule), case.reference)
 
@@ -209,7 +212,6 @@ def main() -> None:
                             auto.meta["selected"], found["auto-euler"][k].meta["selected"]])
             if not case.oracle:
                 continue
-            target = bf.reference_solve(case.model, case.noise)
             starts = [bf.uniform_schedule(k), found["bellman"][k], found["global-dp"][k],
                       *random_starts(k, ORACLE_RANDOM_STARTS, seed=k)]
             for family, members in (("euler", ("auto", "auto-euler")), ("times", ("auto-times",))):

@@ -8,7 +8,7 @@ import bossflow as bf
 from bossflow.cli import main
 from bossflow.errors import BossflowError, ScheduleError
 from bossflow.search import SEARCHES, sample_with
-from bossflow.search.auto import CANDIDATES, GRID_SEARCHES, auto_schedules, refit_last_step
+from bossflow.search.auto import CANDIDATES, EFFORTS, GRID_SEARCHES, auto_schedules, refit_last_step
 
 TEST_SEED = 0
 FAST = {"steps": 20, "screen_steps": 5}
@@ -196,6 +196,8 @@ def test_options_reach_their_searches(case):
         ({"starts": ("refined",)}, "starts"),
         ({"starts": ()}, "starts"),
         ({"continue_steps": 0}, "continue_steps"),
+        ({"effort": "max"}, "effort"),
+        ({"effort": None}, "effort"),
         ({"refine": {"eval_times": False}}, "family"),
     ],
 )
@@ -203,6 +205,26 @@ def test_bad_options(case, options, match):
     model, noise, grid = case
     with pytest.raises(BossflowError, match=match):
         auto_schedules(model, noise, grid, [2], **options)
+
+
+def test_effort_sets_the_refinement_budget(case):
+    """fast spends fewer model rows than standard, thorough more; explicit options are laid over the preset."""
+    model, noise, grid = case
+    spent = {}
+    for effort, preset in EFFORTS.items():
+        s = auto_schedules(model, noise, grid, [3], effort=effort, candidates=("uniform", "refined"))[3]
+        assert s.meta["effort"] == effort and s.meta["selected"] == "refined"
+        refined = s.meta["candidate_meta"]
+        assert refined["screen_steps"] == preset["refine"]["screen_steps"]
+        assert refined["steps"] == preset["refine"]["steps"] + preset["continue_steps"]
+        spent[effort] = s.meta["model_rows"]
+    assert spent["fast"] < spent["standard"] < spent["thorough"]
+    # Explicit options win; the preset's late starts (0.9 and 0.99 for thorough) stay.
+    s = auto_schedules(model, noise, grid, [3], effort="thorough", candidates=("uniform", "refined"),
+                       refine={"screen_steps": 2, "steps": 3}, continue_steps=4)[3]
+    refined = s.meta["candidate_meta"]
+    assert (refined["screen_steps"], refined["steps"]) == (2, 3 + 4)
+    assert refined["candidates"] == 3 * len(EFFORTS["thorough"]["refine"]["late_starts"]) + 3
 
 
 def test_bad_inputs(case):
@@ -245,3 +267,15 @@ def test_cli_family(capsys, tmp_path):
     code = main(["schedule", "--model", "gmm-2d", "--nfe", "2", "--method", "bellman", "--family", "euler", "--quiet"])
     err = capsys.readouterr().err
     assert code == 2 and "--family applies to --method auto only" in err
+
+
+def test_cli_effort(capsys, tmp_path):
+    out = tmp_path / "fast.json"
+    code = main(["schedule", "--model", "gmm-2d", "--nfe", "2", "--samples", "16", "--grid-steps", "12",
+                 "--effort", "fast", "--out", str(out), "--quiet"])
+    assert code == 0
+    assert bf.Schedule.load(out, nfe=2).meta["effort"] == "fast"
+    capsys.readouterr()
+    code = main(["schedule", "--model", "gmm-2d", "--nfe", "2", "--method", "bellman", "--effort", "fast", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--effort applies to --method auto only" in err

@@ -71,6 +71,28 @@ the whole call's counts and ``fine_trajectories`` (forward rows / (N B)). The gl
 DP is not a candidate of ``family="any"``: it costs about 10 fine trajectories and never won
 a budget there in ``benchmarks/bench_auto.py``.
 
+Effort. The refinement is most of the cost and its budget is a trade-off, so ``effort``
+picks one of three (:data:`EFFORTS`): L-BFGS evaluations per screened start + for the best
+start on the fitting noises, late starts, and evaluations to continue on every noise.
+
+======== =============== ============ ========== =============================================
+effort   screen + best   late starts  continue   fine trajectories, NFE 2-10 in one call
+======== =============== ============ ========== =============================================
+fast     5 + 15          0.99         20         22 / 18 / 20 (gmm-2d / gmm-64d / digits)
+standard 15 + 30         0.99         80         54 / 34 / 38
+thorough 30 + 60         0.9, 0.99    300        137 / 81 / 83
+======== =============== ============ ========== =============================================
+
+All three are never worse than the best peer within 1 % at NFE 2, 4, 6, 8, 10 on the three
+flows of ``benchmarks/bench_auto.py`` (15 of 15 each). ``fast`` gives up accuracy where the
+refinement wins, on the 2-D mixture: fresh-noise RMSE at NFE 4, 8, 10 of 0.0351, 0.0037,
+0.0039 against standard's 0.0154, 0.0024, 0.0020 (its short screening misses the basin of
+OLSS's step times with a late start at NFE 4), still 4-11 times below the best peer.
+``thorough`` gains little over standard there (0.0154, 0.0022, 0.0018) and nothing where
+OLSS wins. Standard is the default: the accuracy ``fast`` gives up is where auto leads the
+peers, and on the mixtures a call takes seconds (the digits teacher: 27 s fast, 55 s
+standard, 134 s thorough for 64 noises on one thread).
+
 Processes. Under ``torch.distributed`` (``torchrun``; every rank passes the same arguments)
 the refinements, most of the cost, split every evaluation's noise chunks over the ranks
 (see :func:`bossflow.search.refine_schedule`), and the BOSS cost matrix splits its samples;
@@ -120,6 +142,13 @@ NOT_EULER = ("olss", "refined-ls")
 SELECT_REFINE = {"screen_steps": 15, "steps": 30, "late_starts": (0.99,)}
 """The selection-stage refinement: L-BFGS evaluations per screened start and for the best one."""
 CONTINUE_STEPS = 80
+EFFORTS = {
+    "fast": {"refine": {"screen_steps": 5, "steps": 15, "late_starts": (0.99,)}, "continue_steps": 20},
+    "standard": {"refine": SELECT_REFINE, "continue_steps": CONTINUE_STEPS},
+    "thorough": {"refine": {"screen_steps": 30, "steps": 60, "late_starts": (0.9, 0.99)}, "continue_steps": 300},
+}
+"""The refinement's budget per ``effort`` (see "Effort" in the module docstring): the selection-stage
+options and the continuation's L-BFGS evaluations; explicit ``refine`` and ``continue_steps`` override them."""
 
 
 def _coefficients(schedule: Schedule) -> tuple[list[list[float]], list[list[float]]]:
@@ -247,8 +276,9 @@ def auto_schedules(
     holdout: float = 0.25,
     refit: bool = True,
     starts: Sequence[str] = ("uniform", "bellman", "olss"),
+    effort: str = "standard",
     refine: dict | None = None,
-    continue_steps: int = CONTINUE_STEPS,
+    continue_steps: int | None = None,
     olss: dict | None = None,
     ridge: float = 1e-4,
     progress: bool = False,
@@ -276,17 +306,19 @@ def auto_schedules(
             fitting noises (cheaper, noisier).
         starts: the refinement's start searches: Euler searches (uniform, bellman, global-dp, ...)
             and ``olss``, whose step times (without its coefficients) start an Euler schedule.
+        effort: ``"fast"``, ``"standard"`` or ``"thorough"``: how much the refinement may spend
+            (:data:`EFFORTS`; measured trade-off in the module docstring).
         refine: options for the selection-stage :func:`bossflow.search.refine_schedule`
-            (``steps``, ``screen_steps``, ``late_starts``, ``batch_size``, ...); default
-            :data:`SELECT_REFINE`. ``eval_times`` follows ``family``.
+            (``steps``, ``screen_steps``, ``late_starts``, ``batch_size``, ...), laid over
+            ``effort``'s (standard: :data:`SELECT_REFINE`). ``eval_times`` follows ``family``.
         continue_steps: L-BFGS evaluations of a winning refinement on every noise, started from
-            its selection-stage schedule.
+            its selection-stage schedule; default ``effort``'s (standard: 80).
         olss: options for :func:`bossflow.search.olss_schedules`.
         ridge: ``refined-ls``'s pull towards the Euler coefficients (:func:`refit_last_step`).
         progress: show a tqdm bar over the stages (teacher, each candidate's fit, scoring, refits).
 
     Returns:
-        ``{nfe: Schedule}`` with ``method="auto"``; ``family``; ``selected`` (the winning
+        ``{nfe: Schedule}`` with ``method="auto"``; ``family``; ``effort``; ``selected`` (the winning
         candidate); ``holdout_rmse`` (every candidate's endpoint RMSE per dimension on the
         held-out noises against the teacher, fitted on the fitting noises; ``None`` if not
         finite); ``search_rmse`` (the grid searches' RMSE on every search noise, by which they
@@ -298,7 +330,7 @@ def auto_schedules(
         ``fine_trajectories`` (``model_rows / (N B)``).
 
     Raises:
-        BossflowError: bad noise, budgets, family, candidates or options.
+        BossflowError: bad noise, budgets, family, effort, candidates or options.
 
     Example:
         >>> import torch, bossflow as bf
@@ -331,6 +363,10 @@ def auto_schedules(
             f"refinement starts must be Euler searches such as uniform, bellman, global-dp, or olss; got {list(starts)}."
         )
     holdout = _check_fraction(holdout)
+    if not isinstance(effort, str) or effort not in EFFORTS:
+        raise BossflowError(f"effort must be one of {', '.join(EFFORTS)}, got {effort!r}.")
+    if continue_steps is None:
+        continue_steps = EFFORTS[effort]["continue_steps"]
     if isinstance(continue_steps, bool) or not isinstance(continue_steps, int) or continue_steps < 1:
         raise BossflowError(f"continue_steps must be an integer >= 1, got {continue_steps!r}.")
     n = int(noise.shape[0])
@@ -338,7 +374,7 @@ def auto_schedules(
         raise BossflowError("auto needs at least 2 search noises (some to fit, some to validate).")
     n_held = min(max(1, round(holdout * n)), n - 1)
     n_fit = n - n_held
-    select_opts = {**SELECT_REFINE, **(refine or {})}
+    select_opts = {**EFFORTS[effort]["refine"], **(refine or {})}
     if "eval_times" in select_opts:
         raise BossflowError("auto sets the refinement's eval_times from family; pass family='times' for step times only.")
     eval_times = family != "times"
@@ -473,6 +509,7 @@ def auto_schedules(
             **(provenance or {}),
             "method": "auto",
             "family": family,
+            "effort": effort,
             "selected": selected[k],
             "holdout_rmse": {m: (v if math.isfinite(v) else None) for m, v in scores[k].items()},
             "search_rmse": {m: (v if math.isfinite(v) else None) for m, v in search_scores[k].items()},
@@ -492,4 +529,4 @@ def auto_schedules(
     return out
 
 
-__all__ = ["CANDIDATES", "FAMILIES", "auto_schedules", "refit_last_step"]
+__all__ = ["CANDIDATES", "EFFORTS", "FAMILIES", "auto_schedules", "refit_last_step"]

@@ -12,7 +12,12 @@ What it measures
   * ``BOSS LoRA r8, NFE 2`` and ``mixed``: rank-8 adapters on every Linear/Conv2d, merged;
   * ``rollout full, NFE 2``: the end-to-end objective (the student's own 2-step endpoint error);
   * ``reflow``: the reflow objective on the same teacher couplings (Liu et al. 2022);
-  * ``... + re-searched``: the mixed BOSS model with Bellman schedules searched again on itself.
+  * ``... + re-searched``: the mixed BOSS model with Bellman schedules searched again on itself;
+  * ``auto-euler full, NFE k`` (k = 2, 4): one model per budget straightened along the schedule
+    of ``auto --family euler`` (step times and per-step evaluation times, searched on the same
+    512 noises; the loss evaluates the model at ``s_a``), with its own teacher pairs; the
+    teacher along those schedules is scored too (``teacher, auto-euler``). Issue 8 asks
+    whether straightening along such a schedule beats straightening along Bellman's.
 
   Every model samples 2,000 fresh noises (seed 1) along the schedules and is scored by
   (a) the Fréchet distance on the shipped classifier's features as a ratio of the teacher's
@@ -47,13 +52,16 @@ from bossflow._io import write_json_atomic
 from bossflow.checkpoints import CONFIG_NAME, load_model_dir, resolve_model_dir, save_model_dir
 from bossflow.classifier import dataset_frechet_distance
 from bossflow.metrics import wasserstein2
-from bossflow.pairs import teacher_pairs
+from bossflow.pairs import PairData, teacher_pairs
+from bossflow.schedules import load_schedules, save_schedules
 from bossflow.search import SEARCHES
 from bossflow.straighten import LoraSettings, straighten
 
 from _common import machine_line, markdown_table
 
 NFES = (2, 4, 6)
+AUTO_NFES = (2, 4)
+"""Budgets straightened along ``auto --family euler``'s schedules."""
 
 
 def real_images(name: str, n: int) -> torch.Tensor:
@@ -75,6 +83,7 @@ def variants(steps: int, lora_rank: int) -> list[tuple[str, dict]]:
     out.append((f"BOSS LoRA r{lora_rank}, mixed 2/4/6", {"nfes": list(NFES), "lora": lora_rank}))
     out.append(("rollout full, NFE 2", {"nfes": [2], "objective": "rollout"}))
     out.append(("reflow", {"nfes": list(NFES), "objective": "reflow"}))
+    out += [(f"auto-euler full, NFE {k}", {"nfes": [k], "schedules": "auto-euler"}) for k in AUTO_NFES]
     return out
 
 
@@ -96,6 +105,24 @@ def train_or_load(teacher, config, pairs, label, settings, steps, out: Path, bat
     save_model_dir(student, folder, architecture=config["architecture"], kwargs=config["kwargs"],
                    sample_shape=config["sample_shape"], data=config.get("data"), training=record)
     return student, record
+
+
+def auto_euler_schedules(name, spec, teacher, shape, grid, out: Path, args) -> tuple[dict, PairData]:
+    """``auto --family euler``'s schedules for :data:`AUTO_NFES` (kept in ``out``) and their teacher pairs."""
+    path = out / "auto-euler-schedules.json"
+    if path.exists():
+        found = load_schedules(path)
+    else:
+        started = time.perf_counter()
+        found = SEARCHES["auto"](teacher, bf.gaussian_noise(512, shape, seed=0), grid, list(AUTO_NFES), family="euler")
+        save_schedules(path, found.values())
+        print(f"[{name}] auto-euler schedules in {time.perf_counter() - started:.0f} s:",
+              {k: (s.times.round(3).tolist(), s.evaluation_times.round(3).tolist()) for k, s in found.items()}, flush=True)
+    started = time.perf_counter()
+    pairs = teacher_pairs(teacher, list(found.values()), shape, samples=args.samples, seed=0, grid_steps=100,
+                          cache_dir=out / "pairs-auto-euler", model_id=spec, progress=False)
+    print(f"[{name}] auto-euler pairs {tuple(pairs.states.shape)} in {time.perf_counter() - started:.0f} s", flush=True)
+    return found, pairs
 
 
 def bench_teacher(name: str, spec: str, args: argparse.Namespace) -> list[dict]:
@@ -140,12 +167,18 @@ def bench_teacher(name: str, spec: str, args: argparse.Namespace) -> list[dict]:
         if unknown:
             raise SystemExit(f"unknown variants {unknown}; choose among {', '.join(slug(label) for label, _ in chosen)}")
         chosen = [(label, settings) for label, settings in chosen if slug(label) in wanted]
+    along = {"bellman": (schedules, pairs)}
+    if any(settings.get("schedules") == "auto-euler" for _, settings in chosen):
+        along["auto-euler"] = auto_euler_schedules(name, spec, teacher, shape, grid, out, args)
+        for k, schedule in along["auto-euler"][0].items():
+            rows.append({"model": "teacher, auto-euler", "nfe": k, **score(teacher, schedule)})
     for label, settings in chosen:
         started = time.perf_counter()
-        student, record = train_or_load(teacher, config, pairs, label, settings, args.steps, out, args.batch_size)
+        found, made = along[settings.get("schedules", "bellman")]
+        student, record = train_or_load(teacher, config, made, label, settings, args.steps, out, args.batch_size)
         for k in settings["nfes"]:
             rows.append({"model": label, "nfe": k, "train_seconds": record.get("wall_seconds"),
-                         "steps": record.get("steps"), **score(student, schedules[k])})
+                         "steps": record.get("steps"), **score(student, found[k])})
         print(f"[{name}] {label}: {time.perf_counter() - started:.0f} s", flush=True)
         if label.startswith("BOSS full, mixed"):
             again = SEARCHES["bellman"](student, bf.gaussian_noise(512, shape, seed=0), grid, list(NFES))
@@ -184,6 +217,11 @@ def verdicts(rows: list[dict]) -> list[str]:
             ahead = best["fd_ratio"] < reflow["fd_ratio"] and best["rmse"] < reflow["rmse"]
             lines.append(f"- NFE {k}: ahead of reflow (FD× {reflow['fd_ratio']:.2f}, RMSE {reflow['rmse']:.3f}) "
                          f"on both: {'PASS' if ahead else 'FAIL'}")
+    for k in AUTO_NFES:
+        auto, boss = cells.get((f"auto-euler full, NFE {k}", k)), cells.get((f"BOSS full, NFE {k}", k))
+        if auto and boss:
+            lines.append(f"- NFE {k}: straightened along auto-euler's schedule FD× {auto['fd_ratio']:.2f}, RMSE "
+                         f"{auto['rmse']:.3f}; along Bellman's FD× {boss['fd_ratio']:.2f}, RMSE {boss['rmse']:.3f}")
     return lines
 
 

@@ -14,12 +14,13 @@ where it won:
 3. **Fit.** Every candidate runs on the fitting noises only: uniform steps, BOSS
    (``bellman``), OLSS, and a short refinement (:func:`bossflow.search.refine_schedule` from
    the uniform, BOSS and OLSS step times and their late-start copies at s_0 = 0.99,
-   15 screening evaluations each and 30 for the best: enough to rank it), plus
-   ``refined-ls``, the refined schedule whose last step is refitted by least squares
+   15 screening evaluations each and 30 for the best at the default ``effort``: enough to
+   rank it), plus ``refined-ls``, the refined schedule whose last step is refitted by least squares
    (:func:`refit_last_step`). OLSS's step times are a start worth having: on the 2-D
    mixture at 4 NFE only they (with s_0 = 0.99) reach the basin of a slow multi-start
    oracle (search-set RMSE 0.0117, against 0.0204 or worse from the times of seven other searches).
-   The late-start copies at s_0 = 0.9 that ``refine_schedule`` adds by default are left out:
+   The late-start copies at s_0 = 0.9 that ``refine_schedule`` adds by default are left out
+   (except at ``effort="thorough"``):
    in ``benchmarks/bench_auto.py``'s flows no selected schedule came from them, and without
    them every budget's choice and fresh-noise RMSE stayed the same while the whole call
    spent 16-24 % fewer model rows (gmm-2d 63 to 53 fine trajectories, gmm-64d 44 to 34,

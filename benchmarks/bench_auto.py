@@ -22,9 +22,9 @@ What it measures
   candidate and its choice.
 
   Oracle (mixtures; ``--no-oracle`` skips it): where auto, auto-euler, auto-fast or
-  auto-thorough returns a refined
-  schedule (family: Euler step times with evaluation times), or auto-times does (family: step
-  times only, the oracle then without evaluation times), a slow oracle refines from
+  auto-thorough returns a refined schedule (family: Euler step times with evaluation
+  times), or auto-times does (family: step times only, the oracle then without evaluation
+  times), a slow oracle refines from
   uniform, BOSS, global-dp and two random starts, each also with s_0 = 0.5 and 0.9, screened
   for 100 L-BFGS evaluations each and the best continued for 400, on the same search noises
   and teacher. Compared: search-set RMSE (the objective both minimise) and held-out RMSE
@@ -213,7 +213,8 @@ def main() -> None:
             quality.append([case.name, k, *(f"{rmse[m]:.4f}" for m in PEERS),
                             f"{peers['OSS code']:.3f}" if "OSS code" in peers else "-",
                             f"{rmse['refined']:.4f}", f"**{rmse['auto']:.4f}**", f"{rmse['auto-euler']:.4f}",
-                            *(f"{rmse[m]:.4f}" for m in EFFORT_RUNS), auto.meta["selected"], best, f"{(rmse['auto'] / peers[best] - 1) * 100:+.1f}%", verdict(ok)])
+                            *(f"{rmse[m]:.4f}" for m in EFFORT_RUNS), auto.meta["selected"], best,
+                            f"{(rmse['auto'] / peers[best] - 1) * 100:+.1f}%", verdict(ok)])
             times_rows.append([case.name, k, f"{rmse['auto-times']:.4f}", found["auto-times"][k].meta["selected"],
                                best_times, f"{rmse[best_times]:.4f}",
                                f"{(rmse['auto-times'] / rmse[best_times] - 1) * 100:+.1f}%", verdict(times_ok)])

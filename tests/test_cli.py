@@ -176,6 +176,8 @@ def test_bench_command(capsys, tmp_path, monkeypatch):
     (row,) = report["rows"]
     assert row["method"] == "auto" and row["search_model_rows"] > 0
     assert report["config"]["options"] == {"auto": {"effort": "fast"}}
+    code, _, err = run(capsys, "bench", "--methods", "bellman", "--effort", "fast", "--out", str(out), "--quiet")
+    assert code == 2 and "add auto to --methods" in err
     code, _, err = run(capsys, "bench", "--methods", "nope", "--out", str(out), "--quiet")
     assert code == 2 and "unknown method" in err
     code, _, err = run(capsys, "bench", "--nfe", "0", "--out", str(out), "--quiet")

@@ -373,6 +373,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import BenchConfig, format_bench, run_bench
 
+    if args.effort != "standard" and "auto" not in args.methods:
+        raise BossflowError("--effort sets auto's refinement budget; add auto to --methods or drop --effort.")
     config = BenchConfig(
         models=tuple(args.models),
         methods=tuple(args.methods),

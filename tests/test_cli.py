@@ -169,8 +169,8 @@ def test_bench_command(capsys, tmp_path, monkeypatch):
     assert all(r["search_model_rows"] == 16 * 12 for r in bellman)  # one fine trajectory per search noise
     assert all(r["search_model_rows"] == 0 for r in report["rows"] if r["method"] == "uniform")
     assert len((out / "bench.csv").read_text().splitlines()) == 1 + 8
-    code, text, _ = run(capsys, "bench", "--models", "gmm-2d", "--methods", "auto", "--effort", "fast", "--nfe", "2", "--grid-steps", "12",
-                        "--search-samples", "16", "--eval-samples", "32", "--out", str(out), "--quiet")
+    code, _, _ = run(capsys, "bench", "--models", "gmm-2d", "--methods", "auto", "--effort", "fast", "--nfe", "2",
+                     "--grid-steps", "12", "--search-samples", "16", "--eval-samples", "32", "--out", str(out), "--quiet")
     assert code == 0
     report = json.loads((out / "bench.json").read_text())
     (row,) = report["rows"]

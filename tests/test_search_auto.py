@@ -224,7 +224,7 @@ def test_effort_sets_the_refinement_budget(case):
                        refine={"screen_steps": 2, "steps": 3}, continue_steps=4)[3]
     refined = s.meta["candidate_meta"]
     assert (refined["screen_steps"], refined["steps"]) == (2, 3 + 4)
-    assert refined["candidates"] == 3 * len(EFFORTS["thorough"]["refine"]["late_starts"]) + 3
+    assert refined["candidates"] == 3 * (1 + len(EFFORTS["thorough"]["refine"]["late_starts"]))  # 3 starts
 
 
 def test_bad_inputs(case):

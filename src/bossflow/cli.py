@@ -140,9 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "schedule",
-        help="find Bellman-optimal K-step schedules for a flow model",
-        description="Build the BOSS cost matrix of a model on a fine base grid and write the "
-        "least-cost schedule for every requested NFE.",
+        help="find few-step sampling schedules for a flow model (auto by default; BOSS with --method bellman)",
+        description="Search a K-step sampling schedule of a model for every requested NFE and write them to one "
+        "JSON file. The default, auto, keeps per budget the best of uniform steps, BOSS, OLSS and refined step and "
+        "evaluation times on held-out noises; --method bellman is the paper's BOSS search alone (the BOSS cost matrix "
+        "on a fine base grid, then dynamic programming).",
         epilog=SCHEDULE_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -1,4 +1,5 @@
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -127,6 +128,19 @@ def test_every_search_through_the_cli(capsys, tmp_path, method):
         assert s.eval_times is not None and "evaluated at" in text
     code, _, err = run(capsys, "schedule", "--model", "gmm-2d", "--method", method, "--substeps", "2")
     assert code == 2 and "--substeps" in err
+
+
+@pytest.mark.parametrize("method, bar", [("refined", "refined"), ("global-dp", "global-dp"), ("evolution", "evolution")])
+def test_long_searches_show_a_progress_bar_that_ends_at_its_total(capsys, method, bar):
+    argv = ["schedule", "--model", "gmm-2d", "--method", method, "--nfe", "2,3", "--samples", "16", "--grid-steps", "12"]
+    code, _, err = run(capsys, *argv)
+    assert code == 0
+    # The last drawing of the bar: its count equals its total (the totals are not estimates).
+    final = [line for line in err.replace("\r", "\n").splitlines() if line.startswith(f"{bar}:")][-1]
+    done = re.search(r"\| (\d+)/(\d+) \[", final)
+    assert done and done.group(1) == done.group(2), final
+    code, _, err = run(capsys, *argv, "--quiet")
+    assert code == 0 and err == ""
 
 
 def test_baseline_method(capsys, tmp_path):

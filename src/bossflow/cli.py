@@ -279,7 +279,7 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     from .loading import load_model
     from .noise import gaussian_noise
     from .schedules import SCHEDULE_FAMILIES, base_grid, save_schedules
-    from .search import SEARCHES
+    from .search import SEARCHES, WITH_PROGRESS
 
     nfes = sorted(set(args.nfe))
     if nfes[0] < 1:
@@ -320,9 +320,9 @@ def cmd_schedule(args: argparse.Namespace) -> int:
                 raise BossflowError(
                     f"--reference and --substeps set the bellman cost matrix's teacher; drop them for --method {args.method}."
                 )
-            options = {}
+            options = {"progress": not args.quiet and is_main()} if args.method in WITH_PROGRESS else {}
             if args.method == "auto":
-                options = {"family": args.family, "effort": args.effort, "progress": not args.quiet and is_main()}
+                options.update(family=args.family, effort=args.effort)
             schedules = SEARCHES[args.method](model, noise, grid, nfes, provenance=provenance, **options)
         else:
             cost = cost_matrix(

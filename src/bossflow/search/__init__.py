@@ -82,6 +82,8 @@ SEARCHES: dict[str, SearchFunction] = {
     "refined": refined_schedules,
     "auto": auto_schedules,
 }
+WITH_PROGRESS = ("bellman", "global-dp", "evolution", "refined", "auto")
+"""Searches that take ``progress=True`` (a tqdm bar over their long work); the others take seconds."""
 
 
 def sample_with(model: Callable[..., Tensor], x0: Tensor, schedule: Schedule, *, cond: dict | None = None) -> Tensor:
@@ -128,6 +130,7 @@ def search(
 
 __all__ = [
     "SEARCHES",
+    "WITH_PROGRESS",
     "auto_schedules",
     "ays_schedules",
     "boss_schedules",

@@ -329,7 +329,8 @@ def auto_schedules(
             its selection-stage schedule; default ``effort``'s (standard: 80).
         olss: options for :func:`bossflow.search.olss_schedules`.
         ridge: ``refined-ls``'s pull towards the Euler coefficients (:func:`refit_last_step`).
-        progress: show a tqdm bar over the stages (teacher, each candidate's fit, scoring, refits).
+        progress: show a tqdm bar over the stages (teacher, each candidate's fit, scoring, refits),
+            and each refinement's evaluations beneath it.
 
     Returns:
         ``{nfe: Schedule}`` with ``method="auto"``; ``family``; ``effort``; ``selected`` (the winning
@@ -433,7 +434,8 @@ def auto_schedules(
         if k not in refined_fit:
             x, y, kw = sets["fit"]
             begin = [_as_euler_start(grid_search(s, "fit", budgets)[k]) for s in starts]
-            found = refine_schedule(counted, x, begin, target=y, eval_times=eval_times, cond=kw or None, **select_opts)
+            found = refine_schedule(counted, x, begin, target=y, eval_times=eval_times, cond=kw or None,
+                                    **{"progress": progress, **select_opts})
             backward_rows += int(found.meta["backward_rows"])
             refined_fit[k] = found
         return refined_fit[k]
@@ -446,6 +448,7 @@ def auto_schedules(
             found = refine_schedule(
                 counted, noise, fitted, target=target, eval_times=eval_times, steps=continue_steps, late_starts=(),
                 cond=cond or None, batch_size=select_opts.get("batch_size"), lr=select_opts.get("lr", 1.0),
+                progress=progress,
             )
             backward_rows += int(found.meta["backward_rows"])
             refined_all[k] = found.with_meta(

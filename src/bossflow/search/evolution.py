@@ -120,6 +120,7 @@ class _Evaluator:
         self.model, self.noise, self.target, self.grid, self.nfe = model, noise, target, grid, nfe
         self.cond, self.rows = cond, rows
         self.seen: dict[tuple[int, ...], float] = {}
+        self.on_scored: Callable[[int], None] = lambda count: None
 
     def __call__(self, candidates: list[tuple[int, ...]]) -> None:
         """Score the candidates not seen yet (interior indices, each a sorted tuple of K - 1)."""
@@ -148,6 +149,7 @@ class _Evaluator:
         err = diff.pow(2).mean(dim=(1, 2)).cpu().numpy()
         for c, e in zip(fresh, err):
             self.seen[c] = float(e) if np.isfinite(e) else math.inf
+        self.on_scored(count)
 
     def ranked(self) -> list[tuple[int, ...]]:
         """Every visited candidate, best first (ties broken by the candidate itself, so deterministic)."""
@@ -268,6 +270,7 @@ def evolution_schedules(
     substeps: int = 1,
     batch_size: int | None = None,
     families: Sequence[str] = FAMILIES,
+    progress: bool = False,
 ) -> dict[int, Schedule]:
     """AutoDiffusion-style evolutionary search (Li et al., ICCV 2023) of Euler step times on a base grid.
 
@@ -292,6 +295,7 @@ def evolution_schedules(
         batch_size: rows per model call (default: a whole generation at once).
         families: baseline families seeded into the initial population, from ``uniform``,
             ``edm``, ``shift``; ``uniform`` is always included (first).
+        progress: show a tqdm bar over the candidates scored (every budget's).
 
     Returns:
         ``{nfe: Schedule}`` with ``method="evolution"``, the grid ``indices``, ``cost`` (endpoint
@@ -344,11 +348,18 @@ def evolution_schedules(
     target = batched_trajectory(counted, search_noise, grid, batch_size=teacher_rows, substeps=substeps, cond=cond).xs[-1]
     teacher = {"teacher_rows": counted.samples, "teacher_calls": counted.nfe}
 
+    from tqdm.auto import tqdm
+
+    # At most this many candidates per budget (fewer when a retry finds nothing new).
+    planned = {k: 1 if k == 1 else min(math.comb(n - 1, k - 1), population * (generations + 1)) for k in budgets}
+    bar = tqdm(total=sum(planned.values()), desc="evolution", unit="candidate", disable=not progress)
     out: dict[int, Schedule] = {}
     for k in budgets:
         counted.reset()
         rows = batch_size if batch_size is not None else max(1, population) * n_used
         evaluate = _Evaluator(counted, search_noise, target, grid, k, cond, rows)
+        evaluate.on_scored = bar.update
+        bar.set_postfix_str(f"NFE {k}", refresh=False)
         rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(k,)))
         seeds = _family_candidates(grid, k, families)
         evaluate([seeds[0]])
@@ -357,6 +368,7 @@ def evolution_schedules(
             evaluate, n, k, rng, population=population, generations=generations, parents=parents,
             mutation_prob=float(mutation_prob), seeds=seeds,
         )
+        bar.update(max(0, planned[k] - len(evaluate.seen)))  # keep the bar's total honest
         idx = np.array([0, *best, n], dtype=np.int64)
         found = {
             "method": "evolution",
@@ -375,6 +387,7 @@ def evolution_schedules(
             "search_calls": counted.nfe,
         }
         out[k] = Schedule(grid[idx], **{**(provenance or {}), **found})
+    bar.close()
     return out
 
 

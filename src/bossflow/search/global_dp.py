@@ -109,6 +109,7 @@ def global_error_paths(
     batch_size: int | None = None,
     substeps: int = 1,
     chunk_bytes: int = 2**27,
+    progress: bool = False,
 ) -> dict[int, tuple[np.ndarray, float]]:
     """State-carrying DP over a base grid for every budget 1..``max_nfe`` (OSS, Pei et al. 2025).
 
@@ -133,6 +134,8 @@ def global_error_paths(
             and BOSS choice) makes the N-step path exact by construction; more gives a teacher
             closer to the true ODE, at ``substeps`` times the teacher's cost.
         chunk_bytes: bound on the float64 block of candidate states scored at once.
+        progress: show a tqdm bar over the DP's predecessor states (each one model call per
+            noise, two for Heun), layer by layer.
 
     Returns:
         ``{nfe: (indices, cost)}``: ``indices`` an ``(nfe + 1,)`` int64 array of grid indices
@@ -166,7 +169,13 @@ def global_error_paths(
     def tshape(values: Tensor) -> Tensor:
         return values.reshape(-1, *([1] * (1 + len(shape))))
 
-    with torch.no_grad():
+    from tqdm.auto import tqdm
+
+    # Layer 1's predecessor is node 0; layer k's, the nodes k - 1 steps reach short of the end: k - 1 .. N - 1.
+    states = 1 + sum(n - k + 1 for k in range(2, max_nfe + 1))
+    bar = tqdm(total=states, desc="global-dp", unit="state", disable=not progress)
+    with torch.no_grad(), bar:
+        bar.set_postfix_str("teacher", refresh=False)
         xs = batched_trajectory(model, noise, grid, batch_size=rows, substeps=substeps, cond=cond).xs  # (N + 1, B, *shape)
         prev = torch.zeros_like(xs)
         prev[0] = noise
@@ -175,6 +184,7 @@ def global_error_paths(
         back = np.full((max_nfe + 1, n + 1), -1, dtype=np.int64)
         finals: dict[int, float] = {}
         for k in range(1, max_nfe + 1):
+            bar.set_postfix_str(f"step {k} of {max_nfe}", refresh=False)
             cur = torch.zeros_like(xs)
             best = np.full(n + 1, np.inf)
             last_layer = k == max_nfe
@@ -214,6 +224,7 @@ def global_error_paths(
                             best[won] = err[better]
                             back[k, won] = i
                             cur[won] = cand[torch.from_numpy(np.flatnonzero(better)).to(device)]
+                bar.update(len(members))
             if not np.isfinite(best[n]):
                 raise CostMatrixError(
                     f"no {k}-step path reached the end with a finite state; the model produced NaN or inf."
@@ -241,6 +252,7 @@ def global_error_schedules(
     batch_size: int | None = None,
     substeps: int = 1,
     provenance: dict | None = None,
+    progress: bool = False,
 ) -> dict[int, Schedule]:
     """Global-error DP :class:`Schedule` for each budget in ``nfes``, from one search. See :func:`global_error_paths`.
 
@@ -255,6 +267,7 @@ def global_error_schedules(
         substeps: teacher sub-steps per grid interval.
         provenance: metadata stored in every schedule (model id, seed, ...); a dict rather
             than keyword arguments, since ``model`` is both a parameter and a provenance key.
+        progress: show a tqdm bar over the DP (see :func:`global_error_paths`).
 
     Returns:
         ``{nfe: Schedule}`` with ``method="global-dp"``, the grid ``indices``, the endpoint
@@ -265,7 +278,8 @@ def global_error_schedules(
         raise CostMatrixError("give at least one step budget (NFE).")
     budgets = sorted({check_budget(k, grid.size - 1) for k in nfes})
     paths = global_error_paths(
-        model, noise, grid, budgets[-1], solver=solver, cond=cond, batch_size=batch_size, substeps=substeps
+        model, noise, grid, budgets[-1], solver=solver, cond=cond, batch_size=batch_size, substeps=substeps,
+        progress=progress,
     )
     out = {}
     for k in budgets:

@@ -307,7 +307,7 @@ def refine_schedule(
             floating-point rounding, but L-BFGS can amplify rounding: on the 2-D mixture at
             8-10 NFE, batch sizes 256 and 128 gave step and evaluation times up to 0.03
             apart, of nearly the same error (fresh-noise RMSE within 5 %).
-        progress: show a tqdm progress bar over loss evaluations.
+        progress: show a tqdm progress bar over loss evaluations (cleared when done).
 
     Returns:
         :class:`Schedule` with the refined ``times`` and ``eval_times`` (``None`` when
@@ -397,7 +397,8 @@ def refine_schedule(
 
     total_evals = steps + (screen_steps * len(candidates) if len(candidates) > 1 else 0)
     evaluations = 0
-    with tqdm(total=total_evals, desc=f"refine K={starts[0].nfe}", unit="eval", disable=not progress) as bar:
+    # Transient: the bar usually sits under a caller's bar over budgets or stages.
+    with tqdm(total=total_evals, desc=f"refine K={starts[0].nfe}", unit="eval", leave=False, disable=not progress) as bar:
         tick = lambda: bar.update(1)  # noqa: E731
         found: list[tuple[float, list[Tensor] | None, int]] = []
         for cand, _ in candidates:
@@ -464,6 +465,7 @@ def refined_schedules(
     starts: Sequence[str] = ("uniform", "bellman", "global-dp"),
     eval_times: bool = True,
     target: Tensor | None = None,
+    progress: bool = False,
     **options: Any,
 ) -> dict[int, Schedule]:
     """Our search: the best of several searched schedules, refined continuously (:func:`refine_schedule`).
@@ -482,25 +484,34 @@ def refined_schedules(
         starts: start searches; each budget's candidates are their schedules.
         eval_times: also fit per-step evaluation times (the large gain at 2-4 NFE).
         target: ``(B, *shape)`` teacher endpoints of ``noise``; default ``reference_solve``.
+        progress: show tqdm bars: the start searches' own (where they have one), and one over
+            the budgets with each refinement's evaluations beneath it.
         options: passed to :func:`refine_schedule` (``steps``, ``screen_steps``, ``late_starts``, ...).
 
     Returns:
         ``{nfe: Schedule}`` with ``method="refined"``.
     """
-    from . import SEARCHES
+    from tqdm.auto import tqdm
+
+    from . import SEARCHES, WITH_PROGRESS
 
     unknown = [s for s in starts if s not in SEARCHES or s in ("refined", "olss")]
     if unknown or not starts:
         raise BossflowError(f"refinement starts must be Euler searches such as uniform, bellman, global-dp; got {list(starts)}.")
     budgets = sorted({int(k) for k in nfes})
-    start_schedules = {name: SEARCHES[name](model, noise, grid, budgets, cond=cond) for name in starts}
+    start_schedules = {
+        name: SEARCHES[name](model, noise, grid, budgets, cond=cond, **({"progress": progress} if name in WITH_PROGRESS else {}))
+        for name in starts
+    }
     if target is None:
         target = reference_solve(model, noise, cond=cond)
     out = {}
-    for k in budgets:
-        refined = refine_schedule(
-            model, noise, [start_schedules[name][k] for name in starts], target=target, eval_times=eval_times,
-            cond=cond, **options,
-        )
-        out[k] = refined.with_meta(**{**(provenance or {}), **refined.meta})
+    with tqdm(budgets, desc="refined", unit="budget", disable=not progress) as bar:
+        for k in bar:
+            bar.set_postfix_str(f"NFE {k}", refresh=False)
+            refined = refine_schedule(
+                model, noise, [start_schedules[name][k] for name in starts], target=target, eval_times=eval_times,
+                cond=cond, progress=progress, **options,
+            )
+            out[k] = refined.with_meta(**{**(provenance or {}), **refined.meta})
     return out

@@ -399,7 +399,13 @@ def refine_schedule(
     evaluations = 0
     # Transient: the bar usually sits under a caller's bar over budgets or stages.
     with tqdm(total=total_evals, desc=f"refine K={starts[0].nfe}", unit="eval", leave=False, disable=not progress) as bar:
-        tick = lambda: bar.update(1)  # noqa: E731
+
+        def tick() -> None:
+            # A line search may run a few evaluations past its budget: grow the total, not past 100 %.
+            if bar.total is not None and bar.n >= bar.total:
+                bar.total = bar.n + 1
+            bar.update(1)
+
         found: list[tuple[float, list[Tensor] | None, int]] = []
         for cand, _ in candidates:
             logits, offsets = params_from_schedule(cand.times, cand.evaluation_times)

@@ -126,7 +126,8 @@ def _job_auto(folder: Path, local: int) -> None:
     model, noise, grid = _auto_setup()
     found = _auto(model, noise, grid)
     refined = refine_schedule(model, noise, bf.uniform_schedule(3), steps=10, screen_steps=4, batch_size=7)
-    torch.save({"auto": {k: s.to_dict() for k, s in found.items()}, "refined": refined.to_dict()},
+    lstsq = refine_schedule(model, noise, bf.uniform_schedule(3), steps=10, screen_steps=4, batch_size=7, last_step="lstsq")
+    torch.save({"auto": {k: s.to_dict() for k, s in found.items()}, "refined": refined.to_dict(), "lstsq": lstsq.to_dict()},
                folder / f"auto-{local}.pt")
 
 
@@ -292,17 +293,21 @@ def test_refinement_and_auto_on_two_processes_equal_one_process(tmp_path):
     model, noise, grid = _auto_setup()
     single = _auto(model, noise, grid)
     single_refined = refine_schedule(model, noise, bf.uniform_schedule(3), steps=10, screen_steps=4, batch_size=7)
+    single_lstsq = refine_schedule(model, noise, bf.uniform_schedule(3), steps=10, screen_steps=4, batch_size=7,
+                                   last_step="lstsq")
     _spawn("auto", tmp_path)
     for local in range(WORLD):
         got = torch.load(tmp_path / f"auto-{local}.pt")
         pairs = [(single[k], bf.Schedule.from_dict(got["auto"][k])) for k in (2, 3)]
         pairs.append((single_refined, bf.Schedule.from_dict(got["refined"])))
+        pairs.append((single_lstsq, bf.Schedule.from_dict(got["lstsq"])))
         for one, many in pairs:
             # The ranks split each evaluation's chunks and add their sums in one process's order.
             assert np.array_equal(many.times, one.times) and np.array_equal(many.eval_times, one.eval_times)
             key = "selected" if "selected" in one.meta else "loss"
             assert many.meta[key] == one.meta[key]
             assert many.meta["backward_rows"] == one.meta["backward_rows"]  # summed over the ranks
+            assert many.meta.get("olss") == one.meta.get("olss")  # a least-squares last step: the same coefficients
         # Every process solved the teacher and ran the cheap searches: twice the forward rows of those.
         assert got["refined"]["meta"]["teacher_rows"] == WORLD * single_refined.meta["teacher_rows"]
         assert single[2].meta["model_rows"] < bf.Schedule.from_dict(got["auto"][2]).meta["model_rows"]

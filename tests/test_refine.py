@@ -10,7 +10,9 @@ import torch
 
 import bossflow as bf
 from bossflow.models import VelocityMLP, gmm_2d, gmm_64d
-from bossflow.search.refine import params_from_schedule, refine_schedule, schedule_from_params
+from bossflow.search import sample_with
+from bossflow.search.auto import refit_last_step
+from bossflow.search.refine import _Problem, params_from_schedule, refine_schedule, schedule_from_params
 
 FLOWS = {"gmm-2d": gmm_2d, "gmm-64d": gmm_64d}
 
@@ -196,3 +198,52 @@ def test_screening_on_a_subset_of_the_noises(case_2d):
     assert sub.meta["loss"] <= sub.meta["start_loss"]
     with pytest.raises(bf.errors.BossflowError, match="screen_samples"):
         refine_schedule(model, noise, starts, target=target, screen_samples=0)
+
+
+def _lstsq_problem(case, rows=None, ridge=1e-4):
+    model, noise, target = case
+    return _Problem(bf.NFECounter(model), noise, target, {}, rows, last_step="lstsq", ridge=ridge)
+
+
+@pytest.mark.parametrize("rows", [None, 24])
+def test_least_squares_last_step_gradient_matches_finite_differences(case_2d, rows):
+    """Variable projection: the gradient at the optimal coefficients is the gradient of the minimum."""
+    problem = _lstsq_problem(case_2d, rows)
+    times, evals = np.array([0.0, 0.3, 0.55, 1.0]), np.array([0.4, 0.25, 0.7])
+    params = [p.clone().requires_grad_(True) for p in params_from_schedule(times, evals)]
+    value, grads = problem.loss_and_grad(params, True)
+    flat = torch.cat([g.reshape(-1) for g in grads]).numpy()
+    step = 1e-6
+    for i in range(6):
+        moved = []
+        for sign in (1, -1):
+            p = [q.detach().clone() for q in params]
+            p[i // 3][i % 3] += sign * step
+            p = [q.requires_grad_(True) for q in p]
+            moved.append(problem.loss_and_grad(p, True)[0])
+        numeric = (moved[0] - moved[1]) / (2 * step)
+        assert numeric == pytest.approx(flat[i], rel=1e-4, abs=1e-9)
+    # The value is the ridge objective at the coefficients the schedule would be sampled with.
+    assert value == pytest.approx(problem.lstsq_fit(bf.Schedule(times, evals))[0], rel=1e-9)
+
+
+def test_least_squares_last_step_refinement(case_2d):
+    model, noise, target = case_2d
+    euler_fit = refine_schedule(model, noise, bf.uniform_schedule(3), target=target, steps=30, screen_steps=5)
+    found = refine_schedule(model, noise, euler_fit, target=target, steps=30, late_starts=(), last_step="lstsq")
+    again = refine_schedule(model, noise, euler_fit, target=target, steps=30, late_starts=(), last_step="lstsq",
+                            batch_size=20)  # several chunks: the two-pass gradient
+    assert found.meta["last_step"] == "lstsq" and found.meta["loss"] <= found.meta["start_loss"]
+    np.testing.assert_allclose(again.times, found.times, atol=1e-8)
+    # It carries its coefficients: sampled with them, the endpoint error on the search noises is the
+    # objective less the (non-negative) ridge term, and below the Euler fit's with its last step refitted.
+    mse = float((sample_with(model, noise, found) - target).pow(2).mean())
+    assert "olss" in found.meta and mse <= found.meta["loss"] + 1e-15
+    assert mse < refit_last_step(model, noise, target, euler_fit).meta["loss"]
+    # Through the file format, the same sampler.
+    loaded = bf.Schedule.from_dict(found.to_dict())
+    assert torch.equal(sample_with(model, noise, loaded), sample_with(model, noise, found))
+    with pytest.raises(bf.BossflowError, match="last_step"):
+        refine_schedule(model, noise, euler_fit, target=target, last_step="heun")
+    with pytest.raises(bf.BossflowError, match="ridge"):
+        refine_schedule(model, noise, euler_fit, target=target, last_step="lstsq", ridge=-1.0)

@@ -1,5 +1,7 @@
 """The default search ``auto``: held-out selection among the other searches, then a refit on every noise."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -181,8 +183,13 @@ def test_options_reach_their_searches(case):
     fitted = auto_schedules(model, noise, grid, [3], refit=False, **options)[3].meta["candidate_meta"]
     assert (fitted["start"], fitted["ridge"], fitted["steps"], fitted["candidates"]) == ("bellman", 0.5, 4, 1)
     assert fitted["samples"] == 24
-    refitted = auto_schedules(model, noise, grid, [3], **options)[3].meta["candidate_meta"]
-    assert (refitted["steps"], refitted["candidates"], refitted["samples"]) == (7, 1, 32)
+    assert fitted["last_step"] == "lstsq" and fitted["lstsq_steps"] == EFFORTS["standard"]["lstsq_steps"]
+    refitted = auto_schedules(model, noise, grid, [3], **options)[3]
+    own = refitted.meta["candidate_meta"]
+    # refined-ls keeps the fitted times and refits only its last step on every noise.
+    assert (own["steps"], own["candidates"], own["samples"], own["base"]) == (4, 1, 32, "refined")
+    fitted_times = auto_schedules(model, noise, grid, [3], refit=False, **options)[3].times
+    np.testing.assert_array_equal(refitted.times, fitted_times)
 
 
 @pytest.mark.parametrize(
@@ -205,6 +212,28 @@ def test_bad_options(case, options, match):
     model, noise, grid = case
     with pytest.raises(BossflowError, match=match):
         auto_schedules(model, noise, grid, [2], **options)
+
+
+def test_least_squares_times_only_where_the_refinement_is_in_contention(case, monkeypatch):
+    """refined-ls refits its times for the least-squares last step only where the refined fit is close
+    to the best other candidate on the held-out noises; elsewhere it refits the last step alone."""
+    import bossflow.search.auto as auto_module
+
+    model, noise, grid = case
+    options = {"candidates": ("uniform", "refined-ls"), "refine": FAST, "refit": False}
+    target = bf.reference_solve(model, noise)
+    spent = {}
+    for contention, lstsq_steps in ((0.0, 0), (math.inf, EFFORTS["standard"]["lstsq_steps"])):
+        monkeypatch.setattr(auto_module, "CONTENTION", contention)
+        s = auto_schedules(model, noise, grid, [3], **options)[3]
+        own = s.meta["candidate_meta"]
+        assert own["lstsq_steps"] == lstsq_steps and (own.get("last_step") == "lstsq") == (lstsq_steps > 0)
+        spent[contention] = s.meta["backward_rows"]
+        if lstsq_steps == 0:  # exactly the refined fit with its last step refitted
+            euler_fit = auto_schedules(model, noise, grid, [3], candidates=("refined",), refine=FAST, refit=False)[3]
+            plain = refit_last_step(model, noise[:24], target[:24], euler_fit, ridge=1e-4)
+            assert s.meta["olss"] == plain.meta["olss"]
+    assert spent[0.0] < spent[math.inf]
 
 
 def test_effort_sets_the_refinement_budget(case):

@@ -215,7 +215,6 @@ class _Problem:
         """Search-set loss at ``params`` and its gradient, summed over chunks (fixed order)."""
         if self.last_step == "lstsq":
             return self._lstsq_loss_and_grad(params, with_offsets)
-        sizes = [p.numel() for p in params]
         partial = []
         for (a, b), kw in zip(self.chunks, self.chunk_cond):
             with torch.enable_grad():
@@ -233,14 +232,23 @@ class _Problem:
                     x = x + (times[k + 1] - times[k]).to(x.dtype) * v
                 diff = x.to(torch.float64) - self.target[a:b].to(torch.float64)
                 loss = diff.pow(2).sum() * self.scale
-            # No parameter reaches the loss only for K = 1 without evaluation times: nothing to fit.
-            if loss.requires_grad:
-                part = torch.autograd.grad(loss, params, allow_unused=True)
-                self.backward_rows += (b - a) * (times.numel() - 1)
-            else:
-                part = [None] * len(params)
-            flat = [np.zeros(n) if g is None else g.detach().reshape(-1).cpu().numpy() for g, n in zip(part, sizes)]
-            partial.append(np.concatenate([[float(loss.detach())], *flat]))
+            partial.append(self._chunk_row(loss, params, b - a))
+        return self._summed(partial, params)
+
+    def _chunk_row(self, loss: Tensor, params: list[Tensor], rows: int) -> np.ndarray:
+        """``[loss, gradient...]`` of one chunk of ``rows`` noises, back-propagated through the K steps."""
+        # No parameter reaches the loss only for K = 1 without evaluation times: nothing to fit.
+        if loss.requires_grad:
+            part = torch.autograd.grad(loss, params, allow_unused=True)
+            self.backward_rows += rows * params[0].numel()
+        else:
+            part = [None] * len(params)
+        flat = [np.zeros(p.numel()) if g is None else g.detach().reshape(-1).cpu().numpy() for g, p in zip(part, params)]
+        return np.concatenate([[float(loss.detach())], *flat])
+
+    def _summed(self, partial: list[np.ndarray], params: list[Tensor]) -> tuple[float, list[Tensor]]:
+        """The chunks' rows added in chunk order: ``(loss, gradient per parameter)``."""
+        sizes = [p.numel() for p in params]
         summed = self._chunk_order_sum(partial, 1 + sum(sizes))
         pieces = torch.from_numpy(summed[1:]).split(sizes)
         return float(summed[0]), [piece.reshape(p.shape).to(p) for piece, p in zip(pieces, params)]
@@ -298,7 +306,6 @@ class _Problem:
         passes (statistics, then gradients chunk by chunk) unless everything is one chunk, whose
         graph is kept from the first pass.
         """
-        sizes = [p.numel() for p in params]
         keep = len(self.chunks) == 1  # this process's only chunk: its graph fits as the plain loss's does
         stats, kept = self._lstsq_stats(params, with_offsets, keep)
         with torch.no_grad():
@@ -319,16 +326,8 @@ class _Problem:
                 # This chunk's share of the ridge term sum_j G_jj (c_j - start_j)^2.
                 penalty = (basis.pow(2).sum(1) * (coef - start).pow(2)).sum()
                 loss = (residual.pow(2).sum() + self.ridge * penalty) * self.scale
-            if loss.requires_grad:
-                part = torch.autograd.grad(loss, params, allow_unused=True)
-                self.backward_rows += (b - a) * sizes[0]
-            else:
-                part = [None] * len(params)
-            flat = [np.zeros(n) if g is None else g.detach().reshape(-1).cpu().numpy() for g, n in zip(part, sizes)]
-            partial.append(np.concatenate([[float(loss.detach())], *flat]))
-        summed = self._chunk_order_sum(partial, 1 + sum(sizes))
-        pieces = torch.from_numpy(summed[1:]).split(sizes)
-        return float(summed[0]), [piece.reshape(p.shape).to(p) for piece, p in zip(pieces, params)]
+            partial.append(self._chunk_row(loss, params, b - a))
+        return self._summed(partial, params)
 
     def lstsq_fit(self, schedule: Schedule) -> tuple[float, np.ndarray]:
         """``(objective, coefficients)`` of the least-squares last step along ``schedule`` (no gradients)."""

@@ -160,7 +160,7 @@ from ..noise import validate_noise
 from ..schedules import Schedule, validate_times
 from ..solvers import NFECounter, reference_solve, select_cond
 from .olss import UPDATE, _check_coefficients, _gram, _model_rows
-from .refine import last_step_coefficients, refine_schedule
+from .refine import euler_update, last_step_coefficients, refine_schedule
 
 FAMILIES = {
     "any": ("uniform", "bellman", "olss", "refined", "refined-ls"),
@@ -197,9 +197,7 @@ def _coefficients(schedule: Schedule) -> tuple[list[list[float]], list[list[floa
         if any(c != 0.0 for row in a for c in row[1:]):
             raise ScheduleError("refit_last_step needs OLSS coefficients on x_0 and the velocities only (basis='initial').")
         return [list(map(float, row)) for row in a], [list(map(float, row)) for row in b]
-    h = schedule.steps
-    k = schedule.nfe
-    return [[1.0] + [0.0] * i for i in range(k)], [[float(c) for c in h[: i + 1]] for i in range(k)]
+    return euler_update(schedule.times)
 
 
 def refit_last_step(
@@ -488,14 +486,21 @@ def auto_schedules(
         return value if math.isfinite(value) else math.inf
 
     x_held, y_held = noise[n_fit:], target[n_fit:]
+    held: dict[tuple[str, int], float] = {}
+
+    def held_rmse(name: str, k: int) -> float:
+        """Held-out RMSE of candidate ``name`` fitted for budget ``k`` (``refined``: the refined fit), once."""
+        if (name, k) not in held:
+            schedule = refine_fit(k) if name == "refined" else fitted[name][k]
+            held[name, k] = rmse(schedule, x_held, y_held, cond_held)
+        return held[name, k]
 
     def contended(k: int) -> bool:
         """Whether the refined fit is within :data:`CONTENTION` of the best other candidate on the held-out noises."""
         others = [m for m in names if m not in ("refined", "refined-ls")]
         if not others:
             return True
-        best = min(rmse(fitted[m][k], x_held, y_held, cond_held) for m in others)
-        return rmse(refine_fit(k), x_held, y_held, cond_held) <= CONTENTION * best
+        return held_rmse("refined", k) <= CONTENTION * min(held_rmse(m, k) for m in others)
 
     def refine_lstsq(k: int, which: str) -> Schedule:
         """``refined-ls`` (see the docstring): where the refinement is in contention, the refined fit's times
@@ -521,7 +526,7 @@ def auto_schedules(
             euler_fit = refine_fit(k)
             found = refine_schedule(
                 counted, x, euler_fit, target=y, eval_times=eval_times, steps=lstsq_steps, late_starts=(),
-                cond=kw or None, batch_size=select_opts.get("batch_size"), lr=select_opts.get("lr", 1.0),
+                cond=kw or None, batch_size=rows, lr=select_opts.get("lr", 1.0),
                 last_step="lstsq", ridge=ridge, progress=progress,
             )
             backward_rows += int(found.meta["backward_rows"])
@@ -551,7 +556,7 @@ def auto_schedules(
     stage("score")
 
     # Score on the held-out noises.
-    scores = {k: {name: rmse(fitted[name][k], x_held, y_held, cond_held) for name in names} for k in budgets}
+    scores = {k: {name: held_rmse(name, k) for name in names} for k in budgets}
     # Grid searches are ranked among themselves on every search noise (see "Select" above).
     grids = [m for m in names if m in GRID_SEARCHES]
     search_scores: dict[int, dict[str, float]] = {k: {} for k in budgets}

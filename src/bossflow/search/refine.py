@@ -84,7 +84,7 @@ component dominate the latter); more search noises close that gap.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -188,6 +188,7 @@ class _Problem:
     backward_rows: int = 0
     last_step: str = "euler"
     ridge: float = 1e-4
+    _fits: dict[bytes, tuple[float, np.ndarray]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         n = self.noise.shape[0]
@@ -290,13 +291,13 @@ class _Problem:
         size = params[0].numel() + 1
         return self._chunk_order_sum(partial, size * size + size + 1), kept
 
-    def _lstsq_coefficients(self, stats: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(coefficients, gram, rhs)`` of the least-squares last step from the summed statistics."""
+    @staticmethod
+    def _lstsq_system(stats: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
+        """``(gram, rhs, |y|^2, Euler's coefficients)`` of the least-squares last step from the summed statistics."""
         size = times.size
         gram = stats[: size * size].reshape(size, size)
         rhs = stats[size * size : size * size + size]
-        start = np.concatenate([[1.0], np.diff(times)])
-        return last_step_coefficients(gram, rhs, start, self.ridge), gram, rhs
+        return gram, rhs, float(stats[size * size + size]), np.concatenate([[1.0], np.diff(times)])
 
     def _lstsq_loss_and_grad(self, params: list[Tensor], with_offsets: bool) -> tuple[float, list[Tensor]]:
         """Variable projection: the loss with the least-squares last step at its optimum, and its gradient.
@@ -310,8 +311,8 @@ class _Problem:
         stats, kept = self._lstsq_stats(params, with_offsets, keep)
         with torch.no_grad():
             times_now, _ = schedule_from_params(params[0], None)
-        coef_np, _, _ = self._lstsq_coefficients(stats, times_now.cpu().numpy())
-        coef = torch.from_numpy(coef_np).to(self.noise.device)
+        gram, rhs, _, euler_start = self._lstsq_system(stats, times_now.cpu().numpy())
+        coef = torch.from_numpy(last_step_coefficients(gram, rhs, euler_start, self.ridge)).to(self.noise.device)
         partial = []
         for i, (a, b) in enumerate(self.chunks):
             with torch.enable_grad():
@@ -330,16 +331,20 @@ class _Problem:
         return self._summed(partial, params)
 
     def lstsq_fit(self, schedule: Schedule) -> tuple[float, np.ndarray]:
-        """``(objective, coefficients)`` of the least-squares last step along ``schedule`` (no gradients)."""
-        logits, offsets = params_from_schedule(schedule.times, schedule.evaluation_times)
-        params = [logits.to(self.noise.device), offsets.to(self.noise.device)]
-        stats, _ = self._lstsq_stats(params, True, False)
-        coef, gram, rhs = self._lstsq_coefficients(stats, schedule.times)
-        size = schedule.times.size
-        start = np.concatenate([[1.0], np.diff(schedule.times)])
-        yy = stats[size * size + size]
-        value = coef @ gram @ coef - 2.0 * coef @ rhs + yy + self.ridge * float(np.diagonal(gram) @ (coef - start) ** 2)
-        return max(float(value), 0.0) * self.scale, coef
+        """``(objective, coefficients)`` of the least-squares last step along ``schedule`` (no gradients).
+
+        Remembered per schedule: the check of the result and its coefficients share one pass.
+        """
+        key = schedule.times.tobytes() + schedule.evaluation_times.tobytes()
+        if key not in self._fits:
+            logits, offsets = params_from_schedule(schedule.times, schedule.evaluation_times)
+            params = [logits.to(self.noise.device), offsets.to(self.noise.device)]
+            stats, _ = self._lstsq_stats(params, True, False)
+            gram, rhs, yy, start = self._lstsq_system(stats, schedule.times)
+            coef = last_step_coefficients(gram, rhs, start, self.ridge)
+            value = coef @ gram @ coef - 2.0 * coef @ rhs + yy + self.ridge * float(np.diagonal(gram) @ (coef - start) ** 2)
+            self._fits[key] = (max(float(value), 0.0) * self.scale, coef)
+        return self._fits[key]
 
     def exact_loss(self, schedule: Schedule) -> float:
         """Endpoint MSE of :func:`bossflow.euler` along ``schedule``: the number a user measures
@@ -635,12 +640,17 @@ def refine_schedule(
     )
 
 
+def euler_update(times: np.ndarray) -> tuple[list[list[float]], list[list[float]]]:
+    """Rows ``a``, ``b`` of Euler's update along ``times`` in OLSS form: ``a[k] = (1, 0, ..)``, ``b[k] = (h_0, .., h_k)``."""
+    h = np.diff(np.asarray(times, dtype=np.float64))
+    return [[1.0] + [0.0] * i for i in range(h.size)], [[float(c) for c in h[: i + 1]] for i in range(h.size)]
+
+
 def _lstsq_update(times: np.ndarray, coef: np.ndarray) -> dict[str, Any]:
     """The OLSS-form update of Euler steps with a least-squares last step (``coef`` on ``x_0, v_0, ..``)."""
-    k = times.size - 1
-    h = np.diff(times)
-    a = [[1.0] + [0.0] * i for i in range(k - 1)] + [[float(coef[0])] + [0.0] * (k - 1)]
-    b = [[float(c) for c in h[: i + 1]] for i in range(k - 1)] + [[float(c) for c in coef[1:]]]
+    a, b = euler_update(times)
+    a[-1] = [float(coef[0])] + [0.0] * (len(a) - 1)
+    b[-1] = [float(c) for c in coef[1:]]
     return {"a": a, "b": b, "update": UPDATE}
 
 

@@ -62,7 +62,7 @@ def test_shipped_fashion_mnist_classifier():
     assert isinstance(model, clf.FashionMNISTClassifier) and config["format"] == "bossflow.fashion-mnist-classifier/1"
     recorded = config["training"]["test_accuracy"]
     assert recorded >= 0.88 and config["training"]["n_test"] == 10_000
-    folder = Path(bf.__file__).parent / "weights" / "fashion-mnist-classifier"
+    folder = Path(bf.__file__).parent / "models" / "weights" / "fashion-mnist-classifier"
     assert (folder / clf.WEIGHTS_NAME).stat().st_size < 1_000_000
     images, labels = load_fashion_mnist(split="test", return_labels=True)
     keep = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(TEST_SEED))[:2000]
@@ -90,7 +90,7 @@ def _write_config(folder: Path, doc: dict) -> None:
 
 
 def test_foreign_or_damaged_classifier_folders(tmp_path):
-    shipped = Path(bf.__file__).parent / "weights" / "digits-classifier"
+    shipped = Path(bf.__file__).parent / "models" / "weights" / "digits-classifier"
     digits_doc = json.loads((shipped / clf.CONFIG_NAME).read_text())
     cases = {
         "foreign": ({"format": "something-else/1"}, None, "not a bossflow feature classifier config"),

@@ -128,7 +128,7 @@ def test_data_for_trained_teachers():
 
 def _fashion_model_dir(tmp_path):
     """A model directory whose config says it was trained on Fashion-MNIST (only its config is read)."""
-    doc = json.loads((Path(bf.__file__).parent / "weights" / "digits" / "config.json").read_text())
+    doc = json.loads((Path(bf.__file__).parent / "models" / "weights" / "digits" / "config.json").read_text())
     doc["sample_shape"], doc["data"] = [1, 28, 28], {"name": "fashion-mnist", "shape": [1, 28, 28]}
     folder = tmp_path / "fmnist-teacher"
     folder.mkdir()
@@ -190,7 +190,7 @@ def test_shipped_digits_classifier():
     split = config["config"]
     _, _, x_test, y_test = split_digits(split["test_fraction"], split["seed"])
     assert accuracy(model, x_test, y_test) == pytest.approx(recorded, abs=1e-9)
-    folder = Path(bf.__file__).parent / "weights" / "digits-classifier"
+    folder = Path(bf.__file__).parent / "models" / "weights" / "digits-classifier"
     assert (folder / WEIGHTS_NAME).stat().st_size < 200_000
     feats = digits_features(x_test[:10])
     assert feats.shape == (10, 64) and feats.dtype == torch.float64

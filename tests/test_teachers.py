@@ -16,7 +16,9 @@ from bossflow.data import eight_gaussians
 from bossflow.errors import BossflowError, FileFormatError, ModelSpecError
 from bossflow.metrics import wasserstein2
 from bossflow.models import VelocityMLP, gmm_2d
-from bossflow.teachers import TEACHER_PRESETS, add_teacher_parser, cmd_teacher, train_teacher
+from bossflow.cli.teacher import add_parser as add_teacher_parser
+from bossflow.cli.teacher import run as cmd_teacher
+from bossflow.teachers import TEACHER_PRESETS, train_teacher
 
 SMALL_MLP = {"dim": 2, "hidden": 32, "depth": 2, "time_dim": 8}
 SMALL_UNET = {"channels": 1, "width": 8, "time_dim": 8}

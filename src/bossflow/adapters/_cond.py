@@ -6,7 +6,7 @@ from typing import Any, Mapping
 
 from torch import Tensor, nn
 
-from ..errors import ModelSpecError
+from ..core.errors import ModelSpecError
 
 
 class Conditioning(nn.Module):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from ..errors import BossflowError
+from ..core.errors import BossflowError
 
 # import name -> what to install
 _PACKAGES = {

@@ -38,8 +38,8 @@ from typing import Any, Callable, Literal, Sequence
 
 from torch import Tensor, nn
 
-from ..errors import ModelSpecError
-from ..models import broadcast_time
+from ..core.errors import ModelSpecError
+from ..core.velocity import broadcast_time
 
 Direction = Literal["noise_to_data", "data_to_noise"]
 Prediction = Literal["velocity", "noise", "data"]

@@ -30,9 +30,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..errors import ModelSpecError, ScheduleError
-from ..models import broadcast_time
-from ..schedules import Schedule, check_euler_schedule, validate_times
+from ..core.errors import ModelSpecError, ScheduleError
+from ..core.velocity import broadcast_time
+from ..core.schedules import Schedule, check_euler_schedule, validate_times
 from ._cond import Conditioning
 from ._optional import require
 

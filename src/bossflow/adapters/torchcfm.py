@@ -23,8 +23,8 @@ from typing import Any, Callable, Literal, Sequence
 import torch
 from torch import Tensor, nn
 
-from ..errors import ModelSpecError
-from ..models import broadcast_time
+from ..core.errors import ModelSpecError
+from ..core.velocity import broadcast_time
 from ._cond import Conditioning
 
 Call = Literal["tx", "concat"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..errors import BossflowError
+from ..core.errors import BossflowError
 
 DIGITS_SHAPE = (1, 8, 8)
 """Shape of one digits image: one channel, 8×8 pixels."""

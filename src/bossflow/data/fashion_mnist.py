@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..errors import BossflowError, FileFormatError
+from ..core.errors import BossflowError, FileFormatError
 
 FASHION_MNIST_SHAPE = (1, 28, 28)
 """Shape of one Fashion-MNIST image: one channel, 28×28 pixels."""

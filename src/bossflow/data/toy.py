@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..errors import BossflowError
-from ..models import gmm_2d
+from ..core.errors import BossflowError
+from ..models.networks import gmm_2d
 
 
 def eight_gaussians(n: int, *, generator: torch.Generator, dtype: torch.dtype = torch.float32) -> Tensor:

@@ -22,11 +22,10 @@ from typing import Any, Callable
 import numpy as np
 from torch import Tensor
 
-from ..bellman import bellman_schedules
-from ..cost import cost_matrix
-from ..errors import BossflowError
-from ..schedules import SCHEDULE_FAMILIES, Schedule
-from ..solvers import euler
+from ..core.bellman import bellman_schedules
+from ..core.cost import cost_matrix
+from ..core.errors import BossflowError
+from ..core.schedules import SCHEDULE_FAMILIES, Schedule
 from .auto import auto_schedules, refit_last_step
 from .ays import ays_schedules
 from .evolution import evolution_schedules
@@ -34,6 +33,7 @@ from .gits import gits_schedules
 from .global_dp import global_error_paths, global_error_schedules
 from .olss import olss_schedules, olss_solve
 from .refine import refine_schedule, refined_schedules
+from .sampling import sample, sample_with
 
 SearchFunction = Callable[..., dict[int, Schedule]]
 
@@ -86,18 +86,6 @@ WITH_PROGRESS = ("bellman", "global-dp", "evolution", "refined", "auto")
 """Searches that take ``progress=True`` (a tqdm bar over their long work); the others take seconds."""
 
 
-def sample_with(model: Callable[..., Tensor], x0: Tensor, schedule: Schedule, *, cond: dict | None = None) -> Tensor:
-    """Sample along ``schedule`` with the solver it was made for.
-
-    Schedules from OLSS-style search carry their own linear update (meta key ``"olss"``) and
-    are solved by :func:`bossflow.search.olss.olss_solve`; every other schedule by Euler
-    (honouring its evaluation times). K NFE either way.
-    """
-    if "olss" in schedule.meta:
-        return olss_solve(model, x0, schedule, cond=cond)
-    return euler(model, x0, schedule, cond=cond)
-
-
 def search(
     model: Callable[..., Tensor],
     nfe: int,
@@ -144,5 +132,6 @@ __all__ = [
     "refined_schedules",
     "refit_last_step",
     "sample_with",
+    "sample",
     "search",
 ]

@@ -152,13 +152,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..bellman import check_budget
-from ..distributed import all_reduce_sum_float64
-from ..errors import BossflowError, ScheduleError
-from ..metrics import endpoint_rmse
-from ..noise import validate_noise
-from ..schedules import Schedule, validate_times
-from ..solvers import NFECounter, reference_solve, select_cond
+from ..core.bellman import check_budget
+from ..core.distributed import all_reduce_sum_float64
+from ..core.errors import BossflowError, ScheduleError
+from ..core.metrics import endpoint_rmse
+from ..core.noise import validate_noise
+from ..core.schedules import Schedule, validate_times
+from ..core.solvers import NFECounter, reference_solve, select_cond
 from .olss import UPDATE, _check_coefficients, _gram, _model_rows
 from .refine import euler_update, last_step_coefficients, refine_schedule
 

@@ -62,12 +62,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..bellman import check_budget, validate_cost_matrix
-from ..cost import finish_cost_matrix, gram_cost_sums
-from ..errors import BossflowError, CostMatrixError
-from ..noise import validate_noise
-from ..schedules import SCHEDULE_FAMILIES, Schedule, validate_times
-from ..solvers import select_cond, trajectory_batches
+from ..core.bellman import check_budget, validate_cost_matrix
+from ..core.cost import finish_cost_matrix, gram_cost_sums
+from ..core.errors import BossflowError, CostMatrixError
+from ..core.noise import validate_noise
+from ..core.schedules import SCHEDULE_FAMILIES, Schedule, validate_times
+from ..core.solvers import select_cond, trajectory_batches
 
 OBJECTIVES = ("klub", "euler")
 REFERENCES = ("euler", "heun")

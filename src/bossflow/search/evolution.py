@@ -61,11 +61,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..bellman import check_budget
-from ..errors import BossflowError
-from ..noise import validate_noise
-from ..schedules import SCHEDULE_FAMILIES, Schedule, validate_times
-from ..solvers import NFECounter, batched_trajectory, select_cond
+from ..core.bellman import check_budget
+from ..core.errors import BossflowError
+from ..core.noise import validate_noise
+from ..core.schedules import SCHEDULE_FAMILIES, Schedule, validate_times
+from ..core.solvers import NFECounter, batched_trajectory, select_cond
 
 FAMILIES = ("uniform", "edm", "shift")
 

@@ -55,12 +55,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..bellman import check_budget, least_cost_paths
-from ..cost import cost_matrix, finish_cost_matrix
-from ..errors import BossflowError, CostMatrixError
-from ..noise import validate_noise
-from ..schedules import Schedule, validate_times
-from ..solvers import trajectory_batches
+from ..core.bellman import check_budget, least_cost_paths
+from ..core.cost import cost_matrix, finish_cost_matrix
+from ..core.errors import BossflowError, CostMatrixError
+from ..core.noise import validate_noise
+from ..core.schedules import Schedule, validate_times
+from ..core.solvers import trajectory_batches
 
 METRICS = ("l2", "l1", "dev")
 REFERENCES = ("euler", "heun")

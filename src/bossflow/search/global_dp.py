@@ -55,11 +55,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..bellman import check_budget
-from ..errors import BossflowError, CostMatrixError
-from ..noise import validate_noise
-from ..schedules import Schedule, validate_times
-from ..solvers import batched_trajectory, select_cond
+from ..core.bellman import check_budget
+from ..core.errors import BossflowError, CostMatrixError
+from ..core.noise import validate_noise
+from ..core.schedules import Schedule, validate_times
+from ..core.solvers import batched_trajectory, select_cond
 
 SOLVERS = ("euler", "heun")
 

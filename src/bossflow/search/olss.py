@@ -69,11 +69,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..bellman import check_budget
-from ..errors import BossflowError, ScheduleError
-from ..noise import validate_noise
-from ..schedules import Schedule, validate_times
-from ..solvers import NFECounter, _model_time, batched_trajectory, select_cond
+from ..core.bellman import check_budget
+from ..core.errors import BossflowError, ScheduleError
+from ..core.noise import validate_noise
+from ..core.schedules import Schedule, validate_times
+from ..core.solvers import NFECounter, _model_time, batched_trajectory, select_cond
 from .evolution import snap_to_grid
 
 SELECTIONS = ("olss", "uniform")

@@ -91,11 +91,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..distributed import all_reduce_sum_float64, rank, shard_range, world_size
-from ..errors import BossflowError, ScheduleError
-from ..noise import validate_noise
-from ..schedules import Schedule
-from ..solvers import NFECounter, euler, reference_solve, select_cond
+from ..core.distributed import all_reduce_sum_float64, rank, shard_range, world_size
+from ..core.errors import BossflowError, ScheduleError
+from ..core.noise import validate_noise
+from ..core.schedules import Schedule
+from ..core.solvers import NFECounter, euler, reference_solve, select_cond
 from .olss import UPDATE
 
 

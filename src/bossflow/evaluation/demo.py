@@ -30,8 +30,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ._io import write_atomic, write_json_atomic
-from .errors import BossflowError
+from ..core._io import write_atomic, write_json_atomic
+from ..core.errors import BossflowError
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ def demo_plan(quick: bool = False) -> list[DemoModel]:
     ``refined`` gets 25 screening + 150 evaluations instead of 50 + 200; auto runs as
     ``bossflow schedule`` runs it.
     """
-    from .search import SEARCHES
+    from ..search import SEARCHES
 
     every = tuple(SEARCHES)
     if quick:
@@ -107,14 +107,14 @@ def demo_plan(quick: bool = False) -> list[DemoModel]:
 
 def _run_model(plan: DemoModel, seed: int, tmp: Path, step: Callable[[str], None]) -> dict[str, Any]:
     """Search and score one model; returns its rows, floor, evaluation info and what the figures need."""
-    from .bench import model_dtype
-    from .cost import load_cost_matrix
+    from ..core.velocity import model_dtype
+    from ..core.cost import load_cost_matrix
     from .evaluate import ScheduleEvaluator
-    from .loading import load_model
-    from .noise import gaussian_noise
-    from .schedules import base_grid, uniform_schedule
-    from .search import SEARCHES
-    from .solvers import NFECounter, euler
+    from ..models.loading import load_model
+    from ..core.noise import gaussian_noise
+    from ..core.schedules import base_grid, uniform_schedule
+    from ..search import SEARCHES
+    from ..core.solvers import NFECounter, euler
 
     loaded = load_model(plan.name)
     model, shape = loaded.model, loaded.sample_shape
@@ -168,8 +168,8 @@ STRAIGHTENED = "BOSS-straightened"
 
 def _score_student(name: str, evaluator: Any, out: dict[str, Any], is_image: bool) -> None:
     """Score a shipped straightened model along its own schedules; rows use the method :data:`STRAIGHTENED`."""
-    from .checkpoints import load_model_dir, shipped_model_dir
-    from .schedules import load_schedules
+    from ..models.model_dir import load_model_dir, shipped_model_dir
+    from ..core.schedules import load_schedules
 
     folder = shipped_model_dir(name)
     student, config = load_model_dir(folder)

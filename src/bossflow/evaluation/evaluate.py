@@ -47,12 +47,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._io import write_atomic, write_json_atomic
-from .errors import BossflowError, FileFormatError
-from .metrics import endpoint_rmse, feature_statistics, frechet_distance, median_bandwidth, mmd2, wasserstein2
-from .noise import gaussian_noise
-from .schedules import SCHEDULE_FAMILIES, Schedule, load_schedules
-from .solvers import NFECounter, reference_solve
+from ..core._io import write_atomic, write_json_atomic
+from ..core.errors import BossflowError, FileFormatError
+from ..core.metrics import endpoint_rmse, feature_statistics, frechet_distance, median_bandwidth, mmd2, wasserstein2
+from ..core.noise import gaussian_noise
+from ..core.schedules import SCHEDULE_FAMILIES, Schedule, load_schedules
+from ..core.solvers import NFECounter, reference_solve
 
 EXACT_W2_MAX = 2000
 """Largest sample set for the exact (optimal transport) W2; larger sets get the sliced W2."""
@@ -163,7 +163,7 @@ def data_for_model(spec: str, model: Callable[..., Tensor], shape: tuple[int, ..
         return model.sample(n, generator=torch.Generator().manual_seed(seed)), f"{n} exact mixture samples", None
     trained_on = _training_data_name(spec)
     if trained_on == "digits" and tuple(shape) == (1, 8, 8):
-        from .data.digits import load_digits
+        from ..data.digits import load_digits
 
         digits = load_digits(dtype=dtype)
         return digits, f"the {digits.shape[0]:,} real digits (sklearn load_digits)", "digits"
@@ -178,7 +178,7 @@ def data_for_model(spec: str, model: Callable[..., Tensor], shape: tuple[int, ..
         return test[keep].to(dtype), (f"{m:,} Fashion-MNIST test images (a random subset of the {test.shape[0]:,}, "
                                       f"seed {seed}; at least {FASHION_MNIST_MIN_DATA:,})"), "fashion-mnist"
     if trained_on == "gmm-2d" and tuple(shape) == (2,):
-        from .models import gmm_2d
+        from ..models.networks import gmm_2d
 
         return gmm_2d().sample(n, generator=torch.Generator().manual_seed(seed), dtype=dtype), \
             f"{n} exact gmm-2d samples (the teacher's training distribution)", None
@@ -187,7 +187,7 @@ def data_for_model(spec: str, model: Callable[..., Tensor], shape: tuple[int, ..
 
 
 def _training_data_name(spec: str) -> str | None:
-    from .checkpoints import read_model_config, resolve_model_dir
+    from ..models.model_dir import read_model_config, resolve_model_dir
 
     try:
         folder = resolve_model_dir(spec)
@@ -289,7 +289,7 @@ class ScheduleEvaluator:
         inception: str | os.PathLike | None = None,
         ref_stats: str | os.PathLike | None = None,
     ) -> None:
-        from .bench import model_dtype
+        from ..core.velocity import model_dtype
 
         check_fid_inputs(inception, ref_stats)
         if not isinstance(samples, int) or samples < 2:
@@ -392,7 +392,7 @@ class ScheduleEvaluator:
         ``model`` samples instead of the evaluator's own model (e.g. a straightened student),
         measured against the same reference (the evaluator model's solution) and data.
         """
-        from .search import sample_with
+        from ..search import sample_with
 
         samples, spent, seconds = self._sample(lambda m, x: sample_with(m, x, schedule), model)
         method = str(schedule.meta.get("method", "custom"))
@@ -456,7 +456,7 @@ def evaluate(
     """
     from tqdm.auto import tqdm
 
-    from .loading import load_model
+    from ..models.loading import load_model
 
     check_fid_inputs(inception, ref_stats)  # fail before any work
     sources = schedule_sources(schedules, nfes)

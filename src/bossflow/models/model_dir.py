@@ -29,9 +29,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._io import read_json, write_atomic, write_json_atomic
-from .errors import FileFormatError, ModelSpecError
-from .models import TinyUNet, VelocityMLP
+from ..core._io import read_json, write_atomic, write_json_atomic
+from ..core.errors import FileFormatError, ModelSpecError
+from .networks import TinyUNet, VelocityMLP
 
 MODEL_FORMAT = "bossflow.model/1"
 CONFIG_NAME = "config.json"
@@ -234,7 +234,7 @@ def shipped_model_dir(name: str) -> Path:
     """
     if name not in SHIPPED:
         raise ModelSpecError(f"no shipped model named {name!r}; shipped models: {', '.join(SHIPPED)}.")
-    folder = resources.files("bossflow").joinpath(*SHIPPED[name].split("/"))
+    folder = resources.files("bossflow.models").joinpath(*SHIPPED[name].split("/"))
     path = Path(str(folder))
     if not (path / CONFIG_NAME).is_file() or not (path / WEIGHTS_NAME).is_file():
         raise FileFormatError(

@@ -1,4 +1,4 @@
-"""Velocity models: the one protocol, the exact Gaussian-mixture flow, and small networks.
+"""Velocity models: the exact Gaussian-mixture flow and small networks.
 
 Time convention: ``t = 0`` is noise ``x_0 ~ N(0, I)``, ``t = 1`` is data, and a model
 gives the velocity of ``dx/dt = v(x, t)``. Every solver and search in bossflow calls
@@ -9,41 +9,13 @@ shape ``(B,)`` in the dtype of ``x``; nothing else is assumed of a model.
 from __future__ import annotations
 
 import math
-from typing import Any, Protocol, Sequence, runtime_checkable
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from .errors import ModelSpecError
-
-
-@runtime_checkable
-class VelocityModel(Protocol):
-    """Anything callable as ``model(x, t, **cond) -> v``.
-
-    Args:
-        x: ``(B, *shape)`` states.
-        t: ``(B,)`` times in [0, 1] (0 = noise, 1 = data), same dtype as ``x``.
-        cond: conditioning passed through unchanged (class labels, embeddings, ...).
-
-    Returns:
-        ``(B, *shape)`` velocities ``dx/dt``.
-    """
-
-    def __call__(self, x: Tensor, t: Tensor, **cond: Any) -> Tensor: ...
-
-
-def broadcast_time(t: Tensor | float, x: Tensor) -> Tensor:
-    """Return ``t`` as a ``(B,)`` tensor on the device and in the dtype of ``x``.
-
-    Accepts a Python float, a 0-dim tensor (as Meta's ``flow_matching`` passes) or a ``(B,)`` tensor.
-    """
-    t = torch.as_tensor(t, device=x.device, dtype=x.dtype)
-    if t.ndim == 0:
-        return t.expand(x.shape[0])
-    if t.shape != (x.shape[0],):
-        raise ValueError(f"t must be a scalar or have shape ({x.shape[0]},), got {tuple(t.shape)}")
-    return t
+from ..core.errors import ModelSpecError
+from ..core.velocity import broadcast_time
 
 
 class GaussianMixtureFlow(nn.Module):

@@ -22,8 +22,8 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import Tensor, nn
 
-from ._io import write_atomic
-from .errors import BossflowError, FileFormatError
+from ..core._io import write_atomic
+from ..core.errors import BossflowError, FileFormatError
 
 
 def ema_decay_at(decay: float, updates: int) -> float:

@@ -26,16 +26,16 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
-import torch
 from torch import Tensor
 
-from ._io import write_atomic, write_json_atomic
-from .errors import BossflowError
-from .loading import load_model
-from .noise import gaussian_noise
-from .schedules import base_grid
-from .search import SEARCHES
-from .solvers import NFECounter
+from ..core._io import write_atomic, write_json_atomic
+from ..core.errors import BossflowError
+from ..models.loading import load_model
+from ..core.noise import gaussian_noise
+from ..core.schedules import base_grid
+from ..search import SEARCHES
+from ..core.solvers import NFECounter
+from ..core.velocity import model_dtype
 
 
 @dataclass(frozen=True)
@@ -84,15 +84,6 @@ def _model_and_shape(spec: str, shape: tuple[int, ...] | None) -> tuple[Callable
     if sample_shape is None:
         raise BossflowError(f"model {spec!r} does not declare sample_shape; pass a shape (--shape).")
     return loaded.model, sample_shape
-
-
-def model_dtype(model: Callable[..., Tensor]) -> torch.dtype:
-    """The dtype to run a model in: its parameters' (trained networks), else float64 (exact flows, functions)."""
-    if isinstance(model, torch.nn.Module):
-        params = list(model.parameters())
-        if params:
-            return params[0].dtype
-    return torch.float64
 
 
 def bench_model(

@@ -13,8 +13,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ._io import write_atomic
-from .errors import BossflowError
+from ..core._io import write_atomic
+from ..core.errors import BossflowError
 
 _PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
 _PATH_COLORS = ["#1f5fd6", "#e0301e", "#1a9e3a", "#ff9900", "#9b30d9", "#00a6b8"]
@@ -34,7 +34,7 @@ def _pyplot() -> Any:
 
 def method_style(method: str) -> dict[str, Any]:
     """Colour and marker of a method: fixed for the registered searches, stable for any other name."""
-    from .search import SEARCHES
+    from ..search import SEARCHES
 
     names = list(SEARCHES)
     i = names.index(method) if method in names else sum(map(ord, method))

@@ -30,12 +30,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._io import read_json, write_atomic, write_json_atomic
-from .distributed import barrier, broadcast_tensor, is_main, on_main, rank, shard_range, world_size
-from .errors import BossflowError, FileFormatError, ScheduleError
-from .noise import gaussian_noise
-from .schedules import Schedule, check_euler_schedule, validate_times
-from .solvers import fine_trajectory, select_cond
+from ..core._io import read_json, write_atomic, write_json_atomic
+from ..core.distributed import barrier, broadcast_tensor, is_main, on_main, rank, shard_range, world_size
+from ..core.errors import BossflowError, FileFormatError, ScheduleError
+from ..core.noise import gaussian_noise
+from ..core.schedules import Schedule, check_euler_schedule, validate_times
+from ..core.solvers import fine_trajectory, select_cond
 
 PAIRS_FORMAT = "bossflow.pairs/1"
 META_NAME = "meta.json"
@@ -237,7 +237,7 @@ def teacher_pairs(
     """
     from tqdm.auto import tqdm
 
-    from .cost import model_fingerprint
+    from ..core.cost import model_fingerprint
 
     if not schedules:
         raise BossflowError("straightening needs at least one schedule.")

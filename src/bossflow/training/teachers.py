@@ -14,33 +14,28 @@ final weights to an uninterrupted run (same machine, same thread count).
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
 import os
-import shlex
-import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from .checkpoints import (
+from ..models.model_dir import (
     CONFIG_NAME,
     WEIGHTS_DTYPES,
-    WEIGHTS_NAME,
     build_model,
-    file_size_text,
     round_weights,
     save_model_dir,
 )
-from .errors import BossflowError, ModelSpecError
-from .noise import sample_seed
-from .training import (
+from ..core.errors import BossflowError, ModelSpecError
+from ..core.noise import sample_seed
+from .presets import TEACHER_PRESETS, TeacherPreset
+from .loop import (
     check_resume_config,
     load_checkpoint,
     loss_curve,
@@ -60,105 +55,6 @@ OBJECTIVE = "conditional flow matching, linear path x_t = (1 - t) x_0 + t x_1, x
 _RESUME_KEYS = ("architecture", "kwargs", "batch_size", "lr", "weight_decay", "grad_clip", "ema_decay", "seed", "data_sha256")
 
 
-def _digits_data(data_dir: str | None = None) -> tuple[Tensor, dict[str, Any]]:
-    from .data.digits import load_digits
-
-    images = load_digits()
-    return images, {"name": "digits", "source": "sklearn.datasets.load_digits", "n": int(images.shape[0]),
-                    "shape": list(images.shape[1:]), "pixels": "0..16 mapped linearly to [-1, 1]"}
-
-
-_GMM_2D_DATA_SIZE = 100_000
-_GMM_2D_DATA_SEED = 0
-
-
-def _gmm_2d_data(data_dir: str | None = None) -> tuple[Tensor, dict[str, Any]]:
-    from .data.toy import eight_gaussians
-
-    points = eight_gaussians(_GMM_2D_DATA_SIZE, generator=torch.Generator().manual_seed(_GMM_2D_DATA_SEED))
-    return points, {"name": "gmm-2d", "source": "bossflow.models.gmm_2d().sample (bossflow.data.eight_gaussians)",
-                    "n": _GMM_2D_DATA_SIZE, "seed": _GMM_2D_DATA_SEED, "shape": [2]}
-
-
-def _fashion_mnist_data(data_dir: str | None = None) -> tuple[Tensor, dict[str, Any]]:
-    from .data.fashion_mnist import DEFAULT_FASHION_MNIST_DIR, load_fashion_mnist
-
-    images = load_fashion_mnist(data_dir, split="train")
-    return images, {"name": "fashion-mnist", "source": f"Fashion-MNIST IDX files in {data_dir or DEFAULT_FASHION_MNIST_DIR}",
-                    "split": "train", "n": int(images.shape[0]), "shape": list(images.shape[1:]),
-                    "pixels": "0..255 mapped linearly to [-1, 1]"}
-
-
-@dataclass(frozen=True)
-class TeacherPreset:
-    """Default settings of one built-in teacher (``bossflow teacher NAME``).
-
-    Attributes:
-        architecture: key of :data:`bossflow.checkpoints.ARCHITECTURES`.
-        arch_kwargs: constructor arguments of the network.
-        steps: optimizer steps.
-        batch_size: samples per step.
-        lr: AdamW learning rate (constant).
-        ema_decay: EMA decay of the exported weights.
-        checkpoint_every: steps between checkpoints.
-        weights_dtype: storage dtype of the exported ``model.safetensors``.
-        load_data: ``load_data(data_dir)`` returns ``(data (N, *shape), data provenance)``;
-            ``data_dir`` is ``--data`` (``None``: the preset's default source).
-        description: one line for ``--help``.
-    """
-
-    architecture: str
-    arch_kwargs: dict[str, Any]
-    steps: int
-    batch_size: int
-    lr: float
-    ema_decay: float
-    checkpoint_every: int
-    weights_dtype: str
-    load_data: Callable[[str | None], tuple[Tensor, dict[str, Any]]] = field(repr=False)
-    description: str = ""
-
-
-TEACHER_PRESETS: dict[str, TeacherPreset] = {
-    "digits": TeacherPreset(
-        architecture="TinyUNet",
-        arch_kwargs={"channels": 1, "width": 32, "time_dim": 64},
-        steps=4000,
-        batch_size=128,
-        lr=2e-3,
-        ema_decay=0.999,
-        checkpoint_every=500,
-        weights_dtype="float16",
-        load_data=_digits_data,
-        description="scikit-learn 8x8 digits (1,797 images); TinyUNet, 188k parameters, float16 weights (~380 KB)",
-    ),
-    "gmm-2d": TeacherPreset(
-        architecture="VelocityMLP",
-        arch_kwargs={"dim": 2, "hidden": 128, "depth": 3, "time_dim": 32},
-        steps=3000,
-        batch_size=512,
-        lr=2e-3,
-        ema_decay=0.999,
-        checkpoint_every=500,
-        weights_dtype="float32",
-        load_data=_gmm_2d_data,
-        description="the 8 Gaussians of the gmm-2d preset (100,000 points); VelocityMLP, 38k parameters",
-    ),
-    "fashion-mnist": TeacherPreset(
-        architecture="TinyUNet",
-        arch_kwargs={"channels": 1, "width": 32, "time_dim": 64},
-        steps=20000,
-        batch_size=64,
-        lr=1e-3,
-        ema_decay=0.9995,
-        checkpoint_every=250,
-        weights_dtype="float16",
-        load_data=_fashion_mnist_data,
-        description="Fashion-MNIST 28x28 (60,000 training images, --data DIR or Debian's dataset-fashion-mnist); "
-        "TinyUNet, 188k parameters; about an hour per few thousand steps on one CPU thread: use --resume",
-    ),
-}
-"""Built-in teachers: defaults train on a CPU in a few minutes."""
 
 
 def _data_sha256(data: Tensor) -> str:
@@ -352,7 +248,7 @@ def train_teacher(
     teacher.eval()
     teacher.sample_shape = sample_shape
     if out_dir is not None:
-        from . import __version__
+        from .. import __version__
 
         tail = losses[-min(100, len(losses)):]
         training = {
@@ -376,112 +272,4 @@ def train_teacher(
     return teacher
 
 
-TEACHER_EXAMPLES = """\
-examples:
-  bossflow teacher digits --out runs/digits-teacher            # a few minutes on a CPU
-  bossflow teacher digits --out runs/digits-teacher --resume   # continue after an interruption
-  bossflow teacher gmm-2d --out runs/gmm-teacher --steps 1000 --seed 1
-  bossflow teacher fashion-mnist --out runs/fmnist --threads 1     # long: rerun with --resume to go on
-  bossflow schedule --model runs/digits-teacher --family euler --nfe 2,4,6 --out runs/digits-sched.json
-
-The output folder is a model directory (config.json + model.safetensors, the EMA weights)
-that every --model option accepts; checkpoint.safetensors beside them makes the run
-resumable. Training is seeded: the same command on the same machine and thread count
-gives the same weights, with or without interruptions.
-"""
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
-def add_teacher_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add the ``teacher`` subcommand to an ``argparse`` subparsers object and return its parser."""
-    from .cli import _non_negative_int, _positive_int
-
-    presets = "\n".join(f"  {name:<8} {p.description}" for name, p in TEACHER_PRESETS.items())
-
-    def defaults(attr: str) -> str:
-        return ", ".join(f"{name} {getattr(p, attr)}" for name, p in TEACHER_PRESETS.items())
-
-    p = subparsers.add_parser(
-        "teacher",
-        help="train a flow-matching teacher on built-in data (digits, gmm-2d, fashion-mnist)",
-        description="Train a velocity network by conditional flow matching on the linear path\n"
-        "(t = 0 noise, t = 1 data) with AdamW, gradient clipping, EMA weights and checkpoints.\n\n"
-        f"presets:\n{presets}",
-        epilog=TEACHER_EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("preset", choices=list(TEACHER_PRESETS), help="what to train")
-    p.add_argument("--out", required=True, metavar="DIR", help="output model directory (also holds the checkpoint)")
-    p.add_argument("--steps", type=_positive_int, metavar="N", help=f"optimizer steps (default: {defaults('steps')})")
-    p.add_argument("--seed", type=_non_negative_int, default=0, help="seed of every random draw (default: 0)")
-    p.add_argument("--batch-size", type=_positive_int, metavar="B", help=f"samples per step (default: {defaults('batch_size')})")
-    p.add_argument("--lr", type=_positive_float, help=f"AdamW learning rate (default: {defaults('lr')})")
-    p.add_argument("--checkpoint-every", type=_non_negative_int, metavar="N",
-                   help=f"steps between checkpoints, 0 for none (default: {defaults('checkpoint_every')})")
-    p.add_argument("--data", metavar="DIR",
-                   help="folder of the data files (fashion-mnist: the IDX files; default /usr/share/datasets/fashion-mnist)")
-    p.add_argument("--threads", type=_positive_int, metavar="N", help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    return p
-
-
-def _command_line(args: argparse.Namespace) -> str:
-    words = ["bossflow", "teacher", args.preset, "--out", str(args.out)]
-    for flag, value in (("--steps", args.steps), ("--seed", args.seed), ("--batch-size", args.batch_size),
-                        ("--lr", args.lr), ("--checkpoint-every", args.checkpoint_every), ("--data", args.data),
-                        ("--threads", args.threads)):
-        if value is not None:
-            words += [flag, str(value)]
-    return shlex.join(words)
-
-
-def cmd_teacher(args: argparse.Namespace) -> int:
-    """Run ``bossflow teacher``: train a preset and write the model directory ``--out``."""
-    preset = TEACHER_PRESETS[args.preset]
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    data, data_info = preset.load_data(args.data)
-    steps = args.steps if args.steps is not None else preset.steps
-    try:
-        train_teacher(
-            data,
-            architecture=preset.architecture,
-            arch_kwargs=preset.arch_kwargs,
-            steps=steps,
-            batch_size=args.batch_size if args.batch_size is not None else preset.batch_size,
-            lr=args.lr if args.lr is not None else preset.lr,
-            seed=args.seed,
-            out_dir=args.out,
-            checkpoint_every=args.checkpoint_every if args.checkpoint_every is not None else preset.checkpoint_every,
-            resume=args.resume,
-            ema_decay=preset.ema_decay,
-            progress=not args.quiet,
-            weights_dtype=preset.weights_dtype,
-            data_info=data_info,
-            provenance={"preset": args.preset, "command": _command_line(args)},
-        )
-    except KeyboardInterrupt:
-        print(f"bossflow: interrupted; the last checkpoint in {args.out} is kept: rerun with --resume to continue.",
-              file=sys.stderr)
-        return 130
-    out = Path(args.out)
-    with open(out / CONFIG_NAME, encoding="utf-8") as f:
-        training = json.load(f)["training"]
-    size = file_size_text((out / WEIGHTS_NAME).stat().st_size)
-    print(f"trained {args.preset} teacher for {steps} steps in {training['wall_seconds']:.0f} s, "
-          f"final loss {training['final_loss']:.4f}")
-    print(f"wrote {out / CONFIG_NAME} and {out / WEIGHTS_NAME} ({size}, {preset.weights_dtype})")
-    return 0
-
-
-__all__ = ["TEACHER_PRESETS", "TeacherPreset", "add_teacher_parser", "cmd_teacher", "train_teacher"]
+__all__ = ["TEACHER_PRESETS", "TeacherPreset", "train_teacher"]

@@ -15,8 +15,8 @@ Fashion-MNIST test images): FID's recipe with a feature extractor that knows the
 The shipped weights (``weights/<name>-classifier``: safetensors plus a ``config.json`` with
 the split, training settings and test accuracy) are retrained with
 
-    python -m bossflow.classifier --out src/bossflow/weights/digits-classifier
-    python -m bossflow.classifier fashion-mnist --out src/bossflow/weights/fashion-mnist-classifier
+    python -m bossflow.classifier --out src/bossflow/models/weights/digits-classifier
+    python -m bossflow.classifier fashion-mnist --out src/bossflow/models/weights/fashion-mnist-classifier
 
 Training is seeded and single-threaded by default, so it is repeatable; digits take seconds
 on a CPU, Fashion-MNIST a few minutes. Nothing here reads a data set until it is needed.
@@ -24,24 +24,21 @@ on a CPU, Fashion-MNIST a few minutes. Nothing here reads a data set until it is
 
 from __future__ import annotations
 
-import argparse
 import hashlib
-import json
 import os
-import sys
 import time
 from dataclasses import asdict, dataclass
 from functools import cache, lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ._io import read_json, write_atomic, write_json_atomic
-from .errors import BossflowError, FileFormatError
+from ..core._io import read_json, write_atomic, write_json_atomic
+from ..core.errors import BossflowError, FileFormatError
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -148,7 +145,7 @@ class FashionClassifierConfig:
 
 def split_digits(test_fraction: float, seed: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """A seeded stratified train/test split of the digits: ``(x_train, y_train, x_test, y_test)``."""
-    from .data.digits import load_digits
+    from ..data.digits import load_digits
 
     images, labels = load_digits(return_labels=True)
     gen = torch.Generator().manual_seed(seed)
@@ -165,7 +162,7 @@ def split_digits(test_fraction: float, seed: int) -> tuple[Tensor, Tensor, Tenso
 
 def _fashion_split(split: str, what: str) -> tuple[Tensor, Tensor]:
     """Images and labels of a Fashion-MNIST split from the default folder, with a clear error when it is absent."""
-    from .data.fashion_mnist import DEFAULT_FASHION_MNIST_DIR, load_fashion_mnist
+    from ..data.fashion_mnist import DEFAULT_FASHION_MNIST_DIR, load_fashion_mnist
 
     if not Path(DEFAULT_FASHION_MNIST_DIR).is_dir():
         raise BossflowError(
@@ -192,7 +189,7 @@ def fashion_mnist_reference() -> Tensor:
 
 
 def _digits_reference() -> Tensor:
-    from .data.digits import load_digits
+    from ..data.digits import load_digits
 
     return load_digits()
 
@@ -396,7 +393,7 @@ def save_classifier(path: str | os.PathLike, model: ConvClassifier, config: Any,
 
 
 def _shipped_folder(spec: FeatureClassifier) -> Path:
-    return Path(str(resources.files("bossflow").joinpath(*spec.shipped_dir.split("/"))))
+    return Path(str(resources.files("bossflow.models").joinpath(*spec.shipped_dir.split("/"))))
 
 
 def load_classifier(path: str | os.PathLike | None = None, *, name: str | None = None) -> tuple[ConvClassifier, dict]:
@@ -471,7 +468,7 @@ def dataset_features(name: str, images: Tensor, *, batch_size: int = 128) -> Ten
 @cache
 def reference_statistics(name: str) -> tuple[np.ndarray, np.ndarray]:
     """``(mu, sigma)`` of the classifier ``name``'s features of its default reference (computed once per process)."""
-    from .metrics import feature_statistics
+    from ..core.metrics import feature_statistics
 
     return feature_statistics(dataset_features(name, feature_classifier(name).reference()))
 
@@ -488,7 +485,7 @@ def dataset_frechet_distance(name: str, images: Tensor, reference: Tensor | None
     Raises:
         BossflowError: wrong image shape, or the reference data set is not installed.
     """
-    from .metrics import feature_statistics, frechet_distance
+    from ..core.metrics import feature_statistics, frechet_distance
 
     ref = reference_statistics(name) if reference is None else feature_statistics(dataset_features(name, reference))
     return frechet_distance(*feature_statistics(dataset_features(name, images)), *ref)
@@ -502,34 +499,3 @@ def digits_features(images: Tensor, *, batch_size: int = 1024) -> Tensor:
 def digits_frechet_distance(images: Tensor, reference: Tensor | None = None) -> float:
     """Fréchet distance between the classifier features of ``images`` and of ``reference`` (default: all real digits)."""
     return dataset_frechet_distance("digits", images, reference)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m bossflow.classifier [NAME] --out DIR``: train a feature classifier (default: digits) and write it to DIR."""
-    parser = argparse.ArgumentParser(
-        prog="python -m bossflow.classifier", description=main.__doc__,
-        epilog="examples:\n  python -m bossflow.classifier --out src/bossflow/weights/digits-classifier\n"
-               "  python -m bossflow.classifier fashion-mnist --out src/bossflow/weights/fashion-mnist-classifier",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("name", nargs="?", default="digits", choices=list(FEATURE_CLASSIFIERS), help="which classifier (default: digits)")
-    parser.add_argument("--out", required=True, help="output folder (the shipped one: src/bossflow/weights/NAME-classifier)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--epochs", type=int, default=None, help="training epochs (default: the classifier's config)")
-    args = parser.parse_args(argv)
-    spec = FEATURE_CLASSIFIERS[args.name]
-    overrides = {"seed": args.seed} | ({} if args.epochs is None else {"epochs": args.epochs})
-    config = spec.config_type(**overrides)
-    try:
-        model, info = train_classifier(args.name, config)
-    except BossflowError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    save_classifier(args.out, model, config, info)
-    size = (Path(args.out) / WEIGHTS_NAME).stat().st_size
-    print(json.dumps({k: info[k] for k in ("train_accuracy", "test_accuracy", "wall_seconds")}), f"weights {size / 1024:.0f} KiB")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

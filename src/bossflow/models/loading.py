@@ -11,8 +11,8 @@ from typing import Any, Callable
 
 import torch
 
-from .errors import ModelSpecError
-from .models import PRESETS
+from ..core.errors import ModelSpecError
+from .networks import PRESETS
 
 
 @dataclass
@@ -96,7 +96,7 @@ def load_model(spec: str) -> LoadedModel:
     if spec in PRESETS:
         model = PRESETS[spec]()
         return LoadedModel(model, spec, tuple(model.sample_shape))
-    from .checkpoints import load_model_dir, resolve_model_dir
+    from .model_dir import load_model_dir, resolve_model_dir
 
     model_dir = resolve_model_dir(spec)
     if model_dir is not None:
@@ -106,7 +106,7 @@ def load_model(spec: str) -> LoadedModel:
     if prefix in ADAPTER_PREFIXES and ":" in target:
         import importlib
 
-        adapter = importlib.import_module(f".adapters.{prefix}", __package__)
+        adapter = importlib.import_module(f"..adapters.{prefix}", __package__)
         model = _resolve_callable(target)
         try:
             model = adapter.wrap(model)

@@ -1,0 +1,69 @@
+"""Argument types and parser helpers shared by every command (no torch)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any, Callable, Sequence
+
+
+def int_list(text: str) -> list[int]:
+    """Comma-separated integers and ranges: ``2,4,6`` or ``2-10``."""
+    values: list[int] = []
+    try:
+        for part in text.replace(" ", "").split(","):
+            if not part:
+                continue
+            low, sep, high = part.partition("-")
+            values += list(range(int(low), int(high) + 1)) if sep and low else [int(part)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers such as 2,4,6 or 2-10, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one integer")
+    return values
+
+
+def str_list(text: str) -> list[str]:
+    values = [part.strip() for part in text.split(",") if part.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one name")
+    return values
+
+
+def _bounded(kind: Callable[[str], Any], what: str, ok: Callable[[Any], bool]) -> Callable[[str], Any]:
+    """An argparse type: ``kind(text)``, refused with ``expected WHAT`` unless ``ok`` holds."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    parse.__name__ = what.replace(" ", "_")
+    return parse
+
+
+positive_int = _bounded(int, "a positive integer", lambda v: v >= 1)
+non_negative_int = _bounded(int, "a non-negative integer", lambda v: v >= 0)
+positive_float = _bounded(float, "a positive number", lambda v: v > 0 and v != float("inf"))
+
+
+def add_command(subparsers: Any, name: str, *, help: str, description: str, epilog: str) -> argparse.ArgumentParser:
+    """A subcommand parser whose description and examples keep their line breaks."""
+    return subparsers.add_parser(name, help=help, description=description, epilog=epilog,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def add_quiet(parser: argparse.ArgumentParser, what: str = "no progress bar") -> None:
+    parser.add_argument("--quiet", action="store_true", help=what)
+
+
+def shape_of(values: Sequence[int] | None) -> tuple[int, ...] | None:
+    """``--shape`` as a tuple, or ``None`` when not given."""
+    return tuple(values) if values else None
+
+
+def format_times(times: Sequence[float]) -> str:
+    return " ".join(f"{t:.4f}" for t in times)

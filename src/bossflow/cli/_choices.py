@@ -1,0 +1,26 @@
+"""The names that options choose among, spelled here so that ``--help`` imports no torch.
+
+Each tuple mirrors a table of the library; ``tests/test_architecture.py`` fails when they
+drift apart.
+"""
+
+SEARCH_METHODS = ("uniform", "edm", "shift", "bellman", "global-dp", "gits", "ays", "evolution", "olss", "refined", "auto")
+"""``bossflow.search.SEARCHES``."""
+
+SCHEDULE_FAMILIES = ("uniform", "edm", "shift")
+"""``bossflow.core.schedules.SCHEDULE_FAMILIES``."""
+
+EFFORTS = ("fast", "standard", "thorough")
+"""``bossflow.search.auto.EFFORTS``."""
+
+PRECISIONS = ("fp32", "bf16")
+"""``bossflow.core.distributed.PRECISIONS``."""
+
+OBJECTIVES = ("boss", "rollout", "reflow")
+"""``bossflow.training.straighten.OBJECTIVES``."""
+
+DISTANCES = ("mse", "pseudo-huber")
+"""``bossflow.training.straighten.DISTANCES``."""
+
+FEATURE_CLASSIFIERS = ("digits", "fashion-mnist")
+"""``bossflow.evaluation.classifier.FEATURE_CLASSIFIERS``."""

@@ -1,0 +1,95 @@
+"""The ``bossflow`` command: the top-level parser, one subcommand per module, errors as one line.
+
+Bad input prints one line ``bossflow: error: ...`` and exits with status 2. Every command
+module has ``add_parser(subparsers)`` and ``run(args) -> int``; torch is imported only by
+``run``, so ``bossflow --help`` and ``bossflow CMD --help`` stay fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import os
+import sys
+from typing import Any, Sequence
+
+from ..core.errors import BossflowError
+from . import bench, demo, evaluate, sample, schedule, straighten, teacher
+
+COMMANDS = {"schedule": schedule, "demo": demo, "bench": bench, "evaluate": evaluate, "teacher": teacher,
+            "straighten": straighten, "sample": sample}
+"""Subcommand name -> its module, in ``--help`` order."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bossflow",
+        description="Few-step sampling schedules for flow-matching models (BOSS, ICLR 2024).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in COMMANDS.values():
+        module.add_parser(sub)
+    return parser
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _stop_on_sigterm() -> Any:
+    """Treat SIGTERM (``kill``, schedulers' pre-emption) like Ctrl-C: long jobs keep their last checkpoint.
+
+    Background jobs started from a non-interactive shell ignore SIGINT, so SIGTERM is how they are
+    stopped. Returns the previous handler (``None`` off the main thread), restored when ``main`` ends.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _interrupt)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The ``bossflow`` command. Under ``torchrun`` (``WORLD_SIZE`` > 1) every rank runs it; rank 0 prints and writes."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    previous_sigterm = _stop_on_sigterm()
+    joined = False
+    where = ""
+    try:
+        if int(os.environ.get("WORLD_SIZE", "1") or "1") > 1:
+            from ..core.distributed import init_from_env, rank
+
+            joined = init_from_env()
+            where = f" (rank {rank()})" if rank() else ""
+        with contextlib.redirect_stdout(io.StringIO()) if where else contextlib.nullcontext():
+            return COMMANDS[args.command].run(args)
+    except BossflowError as exc:
+        print(f"bossflow: error{where}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bossflow: interrupted; finished batches are kept in --cache when one was given.", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a model or library failure: one line, the traceback on request
+        if os.environ.get("BOSSFLOW_DEBUG"):
+            raise
+        print(
+            f"bossflow: error{where}: {type(exc).__name__}: {exc} (set BOSSFLOW_DEBUG=1 for the traceback)".replace("\n", " "),
+            file=sys.stderr,
+        )
+        return 1
+    finally:
+        if previous_sigterm is not None:
+            import signal
+
+            signal.signal(signal.SIGTERM, previous_sigterm)
+        if joined:
+            from ..core.distributed import shutdown
+
+            shutdown()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

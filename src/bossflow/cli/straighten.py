@@ -1,0 +1,201 @@
+"""``bossflow straighten``: fine-tune a model so that few Euler steps along its schedule land on its fine solution."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..core.errors import BossflowError
+from . import _choices
+from ._args import add_command, add_quiet, int_list, non_negative_int, positive_float, positive_int
+
+STRAIGHTEN_EXAMPLES = """\
+examples:
+  bossflow schedule --model digits --family euler --nfe 2,4,6 --out runs/digits-sched.json
+  bossflow straighten --model digits --schedule runs/digits-sched.json --nfe 2 --out runs/digits-boss2
+  bossflow straighten --model digits --schedule runs/digits-sched.json --lora-rank 8 --steps 2000 --out runs/digits-lora
+  bossflow straighten --model digits --schedule runs/digits-sched.json --objective reflow --out runs/digits-reflow
+  bossflow straighten ... --resume                  # continue after an interruption
+  bossflow straighten ... --device auto --precision bf16 --micro-batch 16   # a GPU, large images
+  bossflow sample --model runs/digits-boss2 --schedule runs/digits-sched.json --nfe 2 --out grid.png
+
+Pairs: the teacher's fine solutions (Euler on a uniform --grid-steps grid merged with the
+schedule times) from --samples seeded noises, kept at the schedule times. They are cached
+in --pairs (default OUT/pairs) and reused by every run given the same folder, teacher and
+times, e.g. a BOSS run and its reflow baseline. Without --nfe every schedule in the file
+is straightened at once (budgets mixed, as in the paper); --nfe 2 gives one model per budget.
+The output folder is a model directory (config.json + model.safetensors, EMA weights, LoRA
+merged) that every --model option accepts, plus schedules.json (the schedules it was
+straightened along) and checkpoint.safetensors (for --resume).
+"""
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    p = add_command(
+        subparsers, "straighten",
+        help="fine-tune a model so few Euler steps along its schedule land on its fine solution (BOSS; reflow baseline)",
+        description="Straighten a flow along a schedule (BOSS, Nguyen et al. 2024): regress v(x_a, s_a) on\n"
+        "(x_b - x_a) / (t_b - t_a) for teacher states at consecutive schedule times; with\n"
+        "--objective rollout, the student's own K-step endpoint error against the teacher's\n"
+        "solution; with --objective reflow, the reflow baseline (Liu et al. 2022) on the same couplings.\n"
+        "Full fine-tuning, or LoRA adapters (peft) with --lora-rank. AdamW, gradient clipping,\n"
+        "EMA weights, seeded, resumable.",
+        epilog=STRAIGHTEN_EXAMPLES,
+    )
+    p.add_argument("--model", required=True, help="the teacher: a shipped model (digits, fashion-mnist, gmm-2d-teacher, digits-boss) or a model directory")
+    p.add_argument("--schedule", metavar="FILE", help="schedule file from `bossflow schedule` (optional with --objective reflow)")
+    p.add_argument("--nfe", type=int_list, metavar="K[,K...]", help="budgets of the file to straighten along (default: all)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output model directory (also holds checkpoint and pairs)")
+    p.add_argument("--objective", choices=list(_choices.OBJECTIVES), default="boss",
+                   help="boss (default: per-step targets), rollout (end-to-end K-step error), or the reflow baseline")
+    p.add_argument("--steps", type=positive_int, default=2000, metavar="N", help="optimizer steps (default: 2000)")
+    p.add_argument("--batch-size", type=positive_int, default=128, metavar="B", help="pairs per step (default: 128)")
+    p.add_argument("--lr", type=positive_float, help="AdamW learning rate (default: 1e-4 full, 1e-3 LoRA)")
+    p.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay (default: 0)")
+    p.add_argument("--grad-clip", type=positive_float, default=1.0, help="maximum gradient norm (default: 1)")
+    p.add_argument("--ema-decay", type=float, default=0.999, help="EMA decay of the exported weights (default: 0.999)")
+    p.add_argument("--distance", choices=list(_choices.DISTANCES), default="mse", help="training distance (default: mse)")
+    p.add_argument("--lora-rank", type=positive_int, metavar="R", help="train LoRA adapters of rank R instead of every weight")
+    p.add_argument("--lora-alpha", type=positive_float, metavar="A", help="LoRA alpha (default: the rank)")
+    p.add_argument("--lora-targets", metavar="NAME[,NAME...]",
+                   help="modules to adapt (default: every nn.Linear and nn.Conv2d)")
+    p.add_argument("--samples", type=positive_int, default=4096, metavar="N", help="teacher trajectories (default: 4096)")
+    p.add_argument("--pairs", metavar="DIR", help="pair cache folder, shareable between runs (default: OUT/pairs)")
+    p.add_argument("--grid-steps", type=positive_int, default=100, metavar="N",
+                   help="uniform fine grid of the teacher's solution, merged with the schedule times (default: 100)")
+    p.add_argument("--substeps", type=positive_int, default=1, metavar="S", help="Euler sub-steps per grid interval (default: 1)")
+    p.add_argument("--pair-batch-size", type=positive_int, default=256, metavar="B", help="noises integrated at once (default: 256)")
+    p.add_argument("--weights-dtype", choices=["float32", "float16"], default="float32",
+                   help="storage dtype of the exported weights (default: float32; float16 halves the file)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the noises, LoRA init and batches (default: 0)")
+    p.add_argument("--checkpoint-every", type=non_negative_int, default=250, metavar="N",
+                   help="steps between checkpoints, 0 for none (default: 250)")
+    p.add_argument("--device", default="cpu",
+                   help="torch device for pairs and training: cpu, cuda, cuda:1 or auto (default: cpu)")
+    p.add_argument("--precision", choices=list(_choices.PRECISIONS), default="fp32",
+                   help="training arithmetic: fp32, or bf16 autocast for GPUs (weights, optimizer, EMA and the "
+                   "teacher's pairs stay float32) (default: fp32)")
+    p.add_argument("--micro-batch", type=positive_int, metavar="M",
+                   help="rows per forward/backward pass, gradients accumulated over --batch-size: bounds memory "
+                   "for large images without changing the step (default: the whole batch)")
+    p.add_argument("--threads", type=positive_int, metavar="N", help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    add_quiet(p, "no progress bars")
+    return p
+
+
+def _schedules(path: str | None, nfes: list[int] | None, objective: str) -> list[Any]:
+    """The Euler schedules ``--schedule path --nfe nfes`` names (every one in the file without ``nfes``)."""
+    from ..core.schedules import check_euler_schedule
+    from ..evaluation.evaluate import schedule_sources
+
+    if path is None:
+        if objective == "boss":
+            raise BossflowError("--objective boss straightens along a schedule: pass --schedule FILE (from `bossflow schedule`).")
+        if nfes:
+            raise BossflowError("--nfe picks budgets of --schedule; pass the schedule file too.")
+        return []
+    schedules = [schedule for _, schedule in schedule_sources([path], nfes)]
+    for schedule in schedules:
+        check_euler_schedule(schedule, "straightening")
+    return schedules
+
+
+def _lora(args: argparse.Namespace) -> Any:
+    """The ``LoraSettings`` of ``--lora-rank/--lora-alpha/--lora-targets``, or ``None`` for full fine-tuning."""
+    from ..training.straighten import LoraSettings
+
+    if args.lora_rank is None:
+        if args.lora_alpha is not None or args.lora_targets:
+            raise BossflowError("--lora-alpha and --lora-targets need --lora-rank.")
+        return None
+    targets = tuple(t for t in args.lora_targets.split(",") if t) if args.lora_targets else None
+    return LoraSettings(rank=args.lora_rank, alpha=args.lora_alpha, targets=targets)
+
+
+def _teacher_folder(args: argparse.Namespace) -> Path:
+    """The teacher's model directory, with ``--out`` checked against what it already holds."""
+    from ..models.model_dir import CONFIG_NAME, resolve_model_dir
+    from ..training.straighten import CHECKPOINT_NAME
+
+    folder = resolve_model_dir(args.model)
+    if folder is None:
+        raise BossflowError(
+            f"--model {args.model!r} is not a model directory; straightening needs a trained network saved as a model "
+            "directory (a shipped teacher such as digits, or the output of `bossflow teacher`)."
+        )
+    out = Path(args.out)
+    if (out / CONFIG_NAME).exists() and not (out / CHECKPOINT_NAME).exists():
+        raise BossflowError(f"{out} already holds a model and no checkpoint to resume; choose another output folder.")
+    if (out / CHECKPOINT_NAME).exists() and not args.resume:
+        raise BossflowError(f"{out} already holds a straightening checkpoint; pass --resume to continue it, "
+                            "or choose another output folder.")
+    return folder
+
+
+def _export(args: argparse.Namespace, student: Any, record: dict, config: dict, schedules: list[Any], lora: Any) -> None:
+    """Write the student's model directory (and the schedules it was straightened along) and report."""
+    from .. import __version__
+    from ..core.schedules import save_schedules
+    from ..models.model_dir import CONFIG_NAME, WEIGHTS_NAME, file_size_text, save_model_dir
+
+    out = Path(args.out)
+    argv = ["bossflow", "straighten", *sys.argv[2:]] if len(sys.argv) > 2 and sys.argv[1] == "straighten" else None
+    training = {**record, "teacher": str(args.model), "teacher_training": config.get("training"),
+                "schedule_file": args.schedule, "bossflow": __version__,
+                **({"command": shlex.join(argv)} if argv else {})}
+    save_model_dir(student, out, architecture=config["architecture"], kwargs=config["kwargs"],
+                   sample_shape=config["sample_shape"], weights_dtype=args.weights_dtype, data=config.get("data"),
+                   training=training)
+    if schedules:
+        save_schedules(out / "schedules.json", schedules, straightened=str(out), teacher=str(args.model))
+    size = file_size_text((out / WEIGHTS_NAME).stat().st_size)
+    budgets = f" along NFE {', '.join(str(s.nfe) for s in schedules)}" if schedules else ""
+    print(f"straightened {args.model} ({args.objective}{', LoRA rank %d' % lora.rank if lora else ''}){budgets} "
+          f"for {args.steps} steps in {record['wall_seconds']:.0f} s, final loss {record['final_loss']:.4g}")
+    print(f"wrote {out / CONFIG_NAME} and {out / WEIGHTS_NAME} ({size})"
+          + (f"; schedules in {out / 'schedules.json'}" if schedules else ""))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Pairs, training, and the exported model directory ``--out``."""
+    import torch
+
+    from ..core.distributed import is_main, pick_device
+    from ..core.schedules import Schedule
+    from ..models.model_dir import load_model_dir
+    from ..training.pairs import teacher_pairs
+    from ..training.straighten import add_lora, straighten
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    teacher, config = load_model_dir(_teacher_folder(args))
+    teacher = teacher.to(pick_device(args.device))
+    schedules = _schedules(args.schedule, args.nfe, args.objective)
+    lora = _lora(args)
+    if lora is not None:
+        add_lora(teacher, lora)  # check the settings and peft before generating pairs
+    out = Path(args.out)
+    pairs = teacher_pairs(
+        teacher, schedules or [Schedule([0.0, 1.0])], tuple(config["sample_shape"]), samples=args.samples, seed=args.seed,
+        grid_steps=args.grid_steps, substeps=args.substeps, batch_size=args.pair_batch_size,
+        cache_dir=args.pairs if args.pairs is not None else out / "pairs", model_id=str(args.model),
+        progress=not args.quiet,
+    )
+    try:
+        student, record = straighten(
+            teacher, pairs, objective=args.objective, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+            weight_decay=args.weight_decay, grad_clip=args.grad_clip, ema_decay=args.ema_decay, lora=lora,
+            distance=args.distance, seed=args.seed, out_dir=out, checkpoint_every=args.checkpoint_every,
+            resume=args.resume, micro_batch=args.micro_batch, precision=args.precision, progress=not args.quiet,
+        )
+    except KeyboardInterrupt:
+        print(f"bossflow: interrupted; the last checkpoint in {out} is kept: rerun with --resume to continue.",
+              file=sys.stderr)
+        return 130
+    if is_main():  # rank 0 writes the model directory and reports
+        _export(args, student, record, config, schedules, lora)
+    return 0

@@ -16,7 +16,7 @@ from bossflow.data import eight_gaussians
 from bossflow.errors import BossflowError, FileFormatError, ModelSpecError
 from bossflow.metrics import wasserstein2
 from bossflow.models import VelocityMLP, gmm_2d
-from bossflow.cli.teacher import add_parser as add_teacher_parser
+from bossflow.cli.app import add_subcommand
 from bossflow.cli.teacher import run as cmd_teacher
 from bossflow.teachers import TEACHER_PRESETS, train_teacher
 
@@ -309,7 +309,7 @@ def test_resume_refuses_other_settings_and_damaged_checkpoints(tmp_path):
 
 def _parser():
     parser = argparse.ArgumentParser(prog="bossflow")
-    add_teacher_parser(parser.add_subparsers(dest="command", required=True))
+    add_subcommand(parser.add_subparsers(dest="command", required=True), "teacher")
     return parser
 
 

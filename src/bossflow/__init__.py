@@ -12,10 +12,9 @@ import importlib
 from typing import Any
 
 from . import _aliases
+from ._version import __version__
 
 _aliases.install()
-
-__version__ = "0.1.0"
 
 _PUBLIC: dict[str, str] = {
     **dict.fromkeys(("bellman_path", "bellman_paths", "bellman_schedules"), "core.bellman"),

@@ -50,12 +50,6 @@ non_negative_int = _bounded(int, "a non-negative integer", lambda v: v >= 0)
 positive_float = _bounded(float, "a positive number", lambda v: v > 0 and v != float("inf"))
 
 
-def add_command(subparsers: Any, name: str, *, help: str, description: str, epilog: str) -> argparse.ArgumentParser:
-    """A subcommand parser whose description and examples keep their line breaks."""
-    return subparsers.add_parser(name, help=help, description=description, epilog=epilog,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-
-
 def add_quiet(parser: argparse.ArgumentParser, what: str = "no progress bar") -> None:
     parser.add_argument("--quiet", action="store_true", help=what)
 

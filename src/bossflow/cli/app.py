@@ -1,8 +1,9 @@
 """The ``bossflow`` command: the top-level parser, one subcommand per module, errors as one line.
 
 Bad input prints one line ``bossflow: error: ...`` and exits with status 2. Every command
-module has ``add_parser(subparsers)`` and ``run(args) -> int``; torch is imported only by
-``run``, so ``bossflow --help`` and ``bossflow CMD --help`` stay fast.
+module has ``HELP``, ``DESCRIPTION``, ``EXAMPLES``, ``add_arguments(parser)`` and
+``run(args) -> int``; torch is imported only by ``run``, so ``bossflow --help`` and
+``bossflow CMD --help`` stay fast.
 """
 
 from __future__ import annotations
@@ -22,14 +23,23 @@ COMMANDS = {"schedule": schedule, "demo": demo, "bench": bench, "evaluate": eval
 """Subcommand name -> its module, in ``--help`` order."""
 
 
+def add_subcommand(subparsers: Any, name: str) -> argparse.ArgumentParser:
+    """Add command ``name`` (a key of :data:`COMMANDS`) to ``subparsers``, with its options, and return its parser."""
+    module = COMMANDS[name]
+    parser = subparsers.add_parser(name, help=module.HELP, description=module.DESCRIPTION, epilog=module.EXAMPLES,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    module.add_arguments(parser)
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bossflow",
         description="Few-step sampling schedules for flow-matching models (BOSS, ICLR 2024).",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in COMMANDS.values():
-        module.add_parser(sub)
+    for name in COMMANDS:
+        add_subcommand(sub, name)
     return parser
 
 

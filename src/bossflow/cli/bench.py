@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from ..core.errors import BossflowError
 from . import _choices
-from ._args import add_command, add_quiet, int_list, non_negative_int, positive_int, shape_of, str_list
+from ._args import add_quiet, int_list, non_negative_int, positive_int, shape_of, str_list
 
-BENCH_EXAMPLES = """\
+EXAMPLES = """\
 examples:
   bossflow bench                                          # all searches, both mixtures, NFE 2..10
   bossflow bench --methods uniform,bellman,global-dp --nfe 2,4
@@ -17,16 +16,16 @@ examples:
   bossflow bench --models mypkg.flows:make_model --shape 3,32,32 --nfe 4 --out runs/bench
 """
 
+HELP = "run schedule searches side by side on any models"
 
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    b = add_command(
-        subparsers, "bench",
-        help="run schedule searches side by side on any models",
-        description="Run every schedule search (or those given) on each model, score every schedule on fresh "
-        "noises (endpoint RMSE against a dopri5 reference, W2 to data) and report search time and model "
-        "evaluations. Writes bench.md, bench.json and bench.csv.",
-        epilog=BENCH_EXAMPLES,
-    )
+DESCRIPTION = (
+    "Run every schedule search (or those given) on each model, score every schedule on fresh "
+    "noises (endpoint RMSE against a dopri5 reference, W2 to data) and report search time and model "
+    "evaluations. Writes bench.md, bench.json and bench.csv."
+)
+
+
+def add_arguments(b: argparse.ArgumentParser) -> None:
     b.add_argument("--models", type=str_list, default=["gmm-2d", "gmm-64d"], metavar="M[,M...]",
                    help="presets or module:attribute specs (default: gmm-2d,gmm-64d)")
     b.add_argument("--methods", type=str_list, default=list(_choices.SEARCH_METHODS), metavar="NAME[,NAME...]",
@@ -41,7 +40,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     b.add_argument("--shape", type=int_list, metavar="D[,D...]", help="sample shape for models without sample_shape")
     b.add_argument("--out", default="bossflow-bench", help="output folder (default: bossflow-bench)")
     add_quiet(b)
-    return b
 
 
 def run(args: argparse.Namespace) -> int:

@@ -3,31 +3,29 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
-from ._args import add_command, add_quiet
+from ._args import add_quiet
 
-DEMO_EXAMPLES = """\
+EXAMPLES = """\
 examples:
   bossflow demo                       # full demo, a few minutes on CPU
   bossflow demo --quick --out /tmp/d  # reduced sizes, seconds
 """
 
+HELP = "compare every schedule search on the mixture flows and the digits teacher; write a report with figures"
 
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    d = add_command(
-        subparsers, "demo",
-        help="compare every schedule search on the mixture flows and the digits teacher; write a report with figures",
-        description="Run uniform, EDM, time-shift, BOSS and the other searches on the exact 2-D and 64-D "
-        "Gaussian-mixture flows (NFE 2..10) and on the shipped digits teacher (a reduced set), and report endpoint "
-        "errors, W2, MMD² and the digits Fréchet distance, with figures (schedules, error vs NFE, cost matrices, "
-        "samples). Offline, CPU, a few minutes.",
-        epilog=DEMO_EXAMPLES,
-    )
+DESCRIPTION = (
+    "Run uniform, EDM, time-shift, BOSS and the other searches on the exact 2-D and 64-D "
+    "Gaussian-mixture flows (NFE 2..10) and on the shipped digits teacher (a reduced set), and report endpoint "
+    "errors, W2, MMD² and the digits Fréchet distance, with figures (schedules, error vs NFE, cost matrices, "
+    "samples). Offline, CPU, a few minutes."
+)
+
+
+def add_arguments(d: argparse.ArgumentParser) -> None:
     d.add_argument("--out", default="bossflow-demo", help="output folder (default: bossflow-demo)")
     d.add_argument("--quick", action="store_true", help="reduced sizes (for tests)")
     add_quiet(d)
-    return d
 
 
 def run(args: argparse.Namespace) -> int:

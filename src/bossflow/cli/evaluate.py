@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
-from ._args import add_command, add_quiet, int_list, non_negative_int, positive_int, shape_of
+from ._args import add_quiet, int_list, non_negative_int, positive_int, shape_of
 
-EVALUATE_EXAMPLES = """\
+EXAMPLES = """\
 examples:
   bossflow schedule --model gmm-2d --method bellman --nfe 2,4,6 --out boss.json
   bossflow evaluate --model gmm-2d --schedule boss.json --schedule uniform --nfe 2,4,6
@@ -28,16 +27,16 @@ torch.export (.pt2) or TorchScript (.pt) module mapping (B, C, H, W) float32 ima
 the real images' features under the same module.
 """
 
+HELP = "measure schedules on a model: endpoint error, W2, MMD, digits Fréchet distance, NFE, time"
 
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    e = add_command(
-        subparsers, "evaluate",
-        help="measure schedules on a model: endpoint error, W2, MMD, digits Fréchet distance, NFE, time",
-        description="Sample a model along each schedule from the same noises and measure endpoint RMSE against the "
-        "dopri5 reference, distances to the data, NFE spent and wall time. Prints a Markdown table and writes "
-        "evaluate.md, evaluate.json and evaluate.csv.",
-        epilog=EVALUATE_EXAMPLES,
-    )
+DESCRIPTION = (
+    "Sample a model along each schedule from the same noises and measure endpoint RMSE against the "
+    "dopri5 reference, distances to the data, NFE spent and wall time. Prints a Markdown table and writes "
+    "evaluate.md, evaluate.json and evaluate.csv."
+)
+
+
+def add_arguments(e: argparse.ArgumentParser) -> None:
     e.add_argument("--model", required=True, help="preset, shipped teacher, model directory or module:attribute")
     e.add_argument("--schedule", action="append", required=True, metavar="FILE",
                    help="schedule file or family name (uniform, edm, shift); repeat for several")
@@ -51,7 +50,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     e.add_argument("--ref-stats", metavar="PATH", help="FID reference statistics .npz (mu, sigma); needs --inception")
     e.add_argument("--out", default="bossflow-eval", help="output folder (default: bossflow-eval)")
     add_quiet(e)
-    return e
 
 
 def run(args: argparse.Namespace) -> int:

@@ -11,12 +11,12 @@ from typing import Any, Callable
 
 from ..core.errors import BossflowError
 from . import _choices
-from ._args import add_command, add_quiet, int_list, non_negative_int, positive_int, shape_of
+from ._args import add_quiet, int_list, non_negative_int, positive_int, shape_of
 
 SUFFIXES = (".png", ".npy", ".npz")
 """What ``--out`` may end with: an image grid or scatter plot, an array, or an array with its noise and times."""
 
-SAMPLE_EXAMPLES = """\
+EXAMPLES = """\
 examples:
   bossflow sample --model digits --nfe 4 --out grid.png
   bossflow sample --model runs/digits-boss --schedule runs/digits-sched.json --nfe 2 --out grid.png
@@ -34,15 +34,15 @@ from, the schedule's 'times' and 'eval_times' (float64) and the 'seed'. Noise i 
 is the same whatever --n and --batch-size are.
 """
 
+HELP = "sample a model along a schedule; write an image grid (.png) or the arrays (.npy, .npz)"
 
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    p = add_command(
-        subparsers, "sample",
-        help="sample a model along a schedule; write an image grid (.png) or the arrays (.npy, .npz)",
-        description="Draw samples of a model along a schedule file or a baseline family at a given NFE,\n"
-        "from seeded noises, and write an image grid or scatter plot (.png) or the samples (.npy, .npz).",
-        epilog=SAMPLE_EXAMPLES,
-    )
+DESCRIPTION = (
+    "Draw samples of a model along a schedule file or a baseline family at a given NFE,\n"
+    "from seeded noises, and write an image grid or scatter plot (.png) or the samples (.npy, .npz)."
+)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="preset, shipped teacher, model directory or module:attribute")
     p.add_argument("--schedule", metavar="FILE|FAMILY",
                    help="schedule file or family name (uniform, edm, shift) (default: uniform; needs --nfe)")
@@ -55,7 +55,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--shape", type=int_list, metavar="D[,D...]", help="sample shape, for models that do not declare sample_shape")
     p.add_argument("--per-row", type=positive_int, metavar="R", help="images per grid row (default: about the square root of --n)")
     add_quiet(p)
-    return p
 
 
 def resolve_schedule(spec: str | None, nfe: int | None) -> tuple[str, Any]:

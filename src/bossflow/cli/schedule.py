@@ -7,9 +7,9 @@ from typing import Any
 
 from ..core.errors import BossflowError
 from . import _choices
-from ._args import add_command, add_quiet, format_times, int_list, non_negative_int, positive_int, shape_of
+from ._args import add_quiet, format_times, int_list, non_negative_int, positive_int, shape_of
 
-SCHEDULE_EXAMPLES = """\
+EXAMPLES = """\
 examples:
   bossflow schedule --model gmm-2d --nfe 2,4,6,8 --out schedules.json   # auto, the default
   bossflow schedule --model digits --nfe 2,4,6 --family euler --out sched.json  # to straighten
@@ -44,17 +44,17 @@ Prefix flow_matching: or torchcfm: (e.g. flow_matching:train.py:model) to wrap a
 those libraries; see the README's Adapters section for diffusers and other conventions.
 """
 
+HELP = "find few-step sampling schedules for a flow model (auto by default; BOSS with --method bellman)"
 
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    p = add_command(
-        subparsers, "schedule",
-        help="find few-step sampling schedules for a flow model (auto by default; BOSS with --method bellman)",
-        description="Search a K-step sampling schedule of a model for every requested NFE and write them to one "
-        "JSON file. The default, auto, keeps per budget the best of uniform steps, BOSS, OLSS and refined step and "
-        "evaluation times on held-out noises; --method bellman is the paper's BOSS search alone (the BOSS cost matrix "
-        "on a fine base grid, then dynamic programming).",
-        epilog=SCHEDULE_EXAMPLES,
-    )
+DESCRIPTION = (
+    "Search a K-step sampling schedule of a model for every requested NFE and write them to one "
+    "JSON file. The default, auto, keeps per budget the best of uniform steps, BOSS, OLSS and refined step and "
+    "evaluation times on held-out noises; --method bellman is the paper's BOSS search alone (the BOSS cost matrix "
+    "on a fine base grid, then dynamic programming)."
+)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="preset, shipped teacher, model directory or module:attribute (see below)")
     p.add_argument("--nfe", type=int_list, default=[2, 4, 6, 8], metavar="K[,K...]", help="step budgets (default: 2,4,6,8)")
     p.add_argument("--out", help="write the schedules to this JSON file")
@@ -101,7 +101,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="model arithmetic: fp32, or bf16 autocast for GPUs (states and costs keep --dtype) (default: fp32)")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="state dtype (default: float32)")
     add_quiet(p)
-    return p
 
 
 def _check_options(args: argparse.Namespace, nfes: list[int]) -> None:

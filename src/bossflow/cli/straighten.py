@@ -10,9 +10,9 @@ from typing import Any
 
 from ..core.errors import BossflowError
 from . import _choices
-from ._args import add_command, add_quiet, int_list, non_negative_int, positive_float, positive_int
+from ._args import add_quiet, int_list, non_negative_int, positive_float, positive_int
 
-STRAIGHTEN_EXAMPLES = """\
+EXAMPLES = """\
 examples:
   bossflow schedule --model digits --family euler --nfe 2,4,6 --out runs/digits-sched.json
   bossflow straighten --model digits --schedule runs/digits-sched.json --nfe 2 --out runs/digits-boss2
@@ -32,19 +32,19 @@ merged) that every --model option accepts, plus schedules.json (the schedules it
 straightened along) and checkpoint.safetensors (for --resume).
 """
 
+HELP = "fine-tune a model so few Euler steps along its schedule land on its fine solution (BOSS; reflow baseline)"
 
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    p = add_command(
-        subparsers, "straighten",
-        help="fine-tune a model so few Euler steps along its schedule land on its fine solution (BOSS; reflow baseline)",
-        description="Straighten a flow along a schedule (BOSS, Nguyen et al. 2024): regress v(x_a, s_a) on\n"
-        "(x_b - x_a) / (t_b - t_a) for teacher states at consecutive schedule times; with\n"
-        "--objective rollout, the student's own K-step endpoint error against the teacher's\n"
-        "solution; with --objective reflow, the reflow baseline (Liu et al. 2022) on the same couplings.\n"
-        "Full fine-tuning, or LoRA adapters (peft) with --lora-rank. AdamW, gradient clipping,\n"
-        "EMA weights, seeded, resumable.",
-        epilog=STRAIGHTEN_EXAMPLES,
-    )
+DESCRIPTION = (
+    "Straighten a flow along a schedule (BOSS, Nguyen et al. 2024): regress v(x_a, s_a) on\n"
+    "(x_b - x_a) / (t_b - t_a) for teacher states at consecutive schedule times; with\n"
+    "--objective rollout, the student's own K-step endpoint error against the teacher's\n"
+    "solution; with --objective reflow, the reflow baseline (Liu et al. 2022) on the same couplings.\n"
+    "Full fine-tuning, or LoRA adapters (peft) with --lora-rank. AdamW, gradient clipping,\n"
+    "EMA weights, seeded, resumable."
+)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="the teacher: a shipped model (digits, fashion-mnist, gmm-2d-teacher, digits-boss) or a model directory")
     p.add_argument("--schedule", metavar="FILE", help="schedule file from `bossflow schedule` (optional with --objective reflow)")
     p.add_argument("--nfe", type=int_list, metavar="K[,K...]", help="budgets of the file to straighten along (default: all)")
@@ -84,7 +84,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--threads", type=positive_int, metavar="N", help="torch CPU threads (default: torch's choice)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     add_quiet(p, "no progress bars")
-    return p
 
 
 def _schedules(path: str | None, nfes: list[int] | None, objective: str) -> list[Any]:
@@ -138,7 +137,7 @@ def _teacher_folder(args: argparse.Namespace) -> Path:
 
 def _export(args: argparse.Namespace, student: Any, record: dict, config: dict, schedules: list[Any], lora: Any) -> None:
     """Write the student's model directory (and the schedules it was straightened along) and report."""
-    from .. import __version__
+    from .._version import __version__
     from ..core.schedules import save_schedules
     from ..models.model_dir import CONFIG_NAME, WEIGHTS_NAME, file_size_text, save_model_dir
 

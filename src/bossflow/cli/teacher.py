@@ -8,9 +8,9 @@ import sys
 from typing import Any
 
 from ..training.presets import TEACHER_PRESETS
-from ._args import add_command, add_quiet, non_negative_int, positive_float, positive_int
+from ._args import add_quiet, non_negative_int, positive_float, positive_int
 
-TEACHER_EXAMPLES = """\
+EXAMPLES = """\
 examples:
   bossflow teacher digits --out runs/digits-teacher            # a few minutes on a CPU
   bossflow teacher digits --out runs/digits-teacher --resume   # continue after an interruption
@@ -24,35 +24,33 @@ resumable. Training is seeded: the same command on the same machine and thread c
 gives the same weights, with or without interruptions.
 """
 
+HELP = "train a flow-matching teacher on built-in data (digits, gmm-2d, fashion-mnist)"
 
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    presets = "\n".join(f"  {name:<8} {p.description}" for name, p in TEACHER_PRESETS.items())
+DESCRIPTION = (
+    "Train a velocity network by conditional flow matching on the linear path\n"
+    "(t = 0 noise, t = 1 data) with AdamW, gradient clipping, EMA weights and checkpoints.\n\n"
+    "presets:\n" + "\n".join(f"  {name:<8} {preset.description}" for name, preset in TEACHER_PRESETS.items())
+)
 
-    def defaults(attr: str) -> str:
-        return ", ".join(f"{name} {getattr(p, attr)}" for name, p in TEACHER_PRESETS.items())
 
-    p = add_command(
-        subparsers, "teacher",
-        help="train a flow-matching teacher on built-in data (digits, gmm-2d, fashion-mnist)",
-        description="Train a velocity network by conditional flow matching on the linear path\n"
-        "(t = 0 noise, t = 1 data) with AdamW, gradient clipping, EMA weights and checkpoints.\n\n"
-        f"presets:\n{presets}",
-        epilog=TEACHER_EXAMPLES,
-    )
+def _defaults(attr: str) -> str:
+    return ", ".join(f"{name} {getattr(preset, attr)}" for name, preset in TEACHER_PRESETS.items())
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("preset", choices=list(TEACHER_PRESETS), help="what to train")
     p.add_argument("--out", required=True, metavar="DIR", help="output model directory (also holds the checkpoint)")
-    p.add_argument("--steps", type=positive_int, metavar="N", help=f"optimizer steps (default: {defaults('steps')})")
+    p.add_argument("--steps", type=positive_int, metavar="N", help=f"optimizer steps (default: {_defaults('steps')})")
     p.add_argument("--seed", type=non_negative_int, default=0, help="seed of every random draw (default: 0)")
-    p.add_argument("--batch-size", type=positive_int, metavar="B", help=f"samples per step (default: {defaults('batch_size')})")
-    p.add_argument("--lr", type=positive_float, help=f"AdamW learning rate (default: {defaults('lr')})")
+    p.add_argument("--batch-size", type=positive_int, metavar="B", help=f"samples per step (default: {_defaults('batch_size')})")
+    p.add_argument("--lr", type=positive_float, help=f"AdamW learning rate (default: {_defaults('lr')})")
     p.add_argument("--checkpoint-every", type=non_negative_int, metavar="N",
-                   help=f"steps between checkpoints, 0 for none (default: {defaults('checkpoint_every')})")
+                   help=f"steps between checkpoints, 0 for none (default: {_defaults('checkpoint_every')})")
     p.add_argument("--data", metavar="DIR",
                    help="folder of the data files (fashion-mnist: the IDX files; default /usr/share/datasets/fashion-mnist)")
     p.add_argument("--threads", type=positive_int, metavar="N", help="torch CPU threads (default: torch's choice)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     add_quiet(p)
-    return p
 
 
 def command_line(args: argparse.Namespace) -> str:

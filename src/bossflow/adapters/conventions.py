@@ -36,10 +36,11 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Literal, Sequence
 
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..core.errors import ModelSpecError
 from ..core.velocity import broadcast_time
+from ._wrapper import ModelWrapper
 
 Direction = Literal["noise_to_data", "data_to_noise"]
 Prediction = Literal["velocity", "noise", "data"]
@@ -96,7 +97,7 @@ def to_velocity(out: Tensor, x: Tensor, t: Tensor, prediction: str, direction: s
     return (out - x) / (1.0 - tb)
 
 
-class ConventionVelocity(nn.Module):
+class ConventionVelocity(ModelWrapper):
     """A model of a declared convention, seen as a bossflow velocity model (see :func:`wrap_velocity`).
 
     Attributes:
@@ -115,18 +116,12 @@ class ConventionVelocity(nn.Module):
         t_eps: float = 1e-3,
         sample_shape: Sequence[int] | None = None,
     ) -> None:
-        super().__init__()
-        if not callable(model):
-            raise ModelSpecError(f"the model to wrap must be callable, got {type(model).__name__}.")
+        super().__init__(model, "the model to wrap", sample_shape)
         check_convention(time_scale, direction, prediction, t_eps)
-        self.model = model
         self.time_scale = float(time_scale)
         self.direction = direction
         self.prediction = prediction
         self.t_eps = float(t_eps)
-        shape = sample_shape if sample_shape is not None else getattr(model, "sample_shape", None)
-        if shape is not None:
-            self.sample_shape = tuple(int(s) for s in shape)
 
     def forward(self, x: Tensor, t: Tensor | float, **cond: Any) -> Tensor:
         """Velocity ``(B, *shape)`` at states ``x`` ``(B, *shape)`` and bossflow times ``t`` ``(B,)``."""

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from ..core.errors import ModelSpecError, ScheduleError
 from ..core.velocity import broadcast_time
-from ..core.schedules import Schedule, check_euler_schedule, validate_times
+from ..core.schedules import Schedule, step_times_for
 from ._cond import Conditioning
 from ._optional import require
 
@@ -60,17 +60,8 @@ _UNSUPPORTED_OPTIONS = {
 
 
 def _step_times(schedule: Schedule | Tensor | np.ndarray | Sequence[float]) -> np.ndarray:
-    if isinstance(schedule, Schedule):
-        check_euler_schedule(schedule, "diffusers' FlowMatchEulerDiscreteScheduler")
-        if schedule.has_eval_times:
-            raise ScheduleError(
-                "this schedule evaluates the model at its own eval_times, but diffusers' "
-                "FlowMatchEulerDiscreteScheduler evaluates at the step starts, so it cannot honour them; sample "
-                "with bossflow.euler(bossflow.adapters.diffusers.wrap(transformer, ...), x0, schedule) instead, "
-                "or use a schedule without eval_times (`bossflow schedule --family times`)."
-            )
-        return np.asarray(schedule.times)
-    return validate_times(schedule)
+    return step_times_for(schedule, "diffusers' FlowMatchEulerDiscreteScheduler",
+                          "bossflow.euler(bossflow.adapters.diffusers.wrap(transformer, ...), x0, schedule)")
 
 
 def _check_scheduler(scheduler: Any) -> None:

@@ -22,16 +22,16 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from ..core.errors import ModelSpecError, ScheduleError
 from ..core.velocity import broadcast_time
-from ..core.schedules import Schedule, check_euler_schedule, validate_times
+from ..core.schedules import Schedule, step_times_for
 from ._cond import Conditioning
+from ._wrapper import ModelWrapper
 from ._optional import require
 
 
-class FlowMatchingVelocity(nn.Module):
+class FlowMatchingVelocity(ModelWrapper):
     """A ``flow_matching`` model ``model(x=x, t=t, **extras)`` seen as a bossflow velocity model.
 
     Attributes:
@@ -44,32 +44,22 @@ class FlowMatchingVelocity(nn.Module):
     def __init__(
         self, model: Callable[..., Tensor], extras: dict | None = None, sample_shape: Sequence[int] | None = None
     ) -> None:
-        super().__init__()
-        if not callable(model):
-            raise ModelSpecError(f"the flow_matching model must be callable, got {type(model).__name__}.")
-        self.model = model
+        super().__init__(model, "the flow_matching model", sample_shape)
         self.extras = Conditioning(extras)
-        shape = sample_shape if sample_shape is not None else getattr(model, "sample_shape", None)
-        if shape is not None:
-            self.sample_shape = tuple(int(s) for s in shape)
 
     def forward(self, x: Tensor, t: Tensor | float, **cond: Any) -> Tensor:
         """Velocity ``(B, *shape)`` at ``x`` ``(B, *shape)`` and times ``t`` ``(B,)`` (passed on as ``(B,)``)."""
         return self.model(x=x, t=broadcast_time(t, x), **{**self.extras.as_dict(), **cond})
 
 
-class BossflowForFlowMatching(nn.Module):
+class BossflowForFlowMatching(ModelWrapper):
     """A bossflow velocity model callable as ``model(x=x, t=t, **extras)`` with a 0-dim or ``(B,)`` ``t``.
 
     ``flow_matching``'s ``ODESolver`` accepts any such callable (a ``ModelWrapper`` is not required).
     """
 
     def __init__(self, model: Callable[..., Tensor]) -> None:
-        super().__init__()
-        self.model = model
-        shape = getattr(model, "sample_shape", None)
-        if shape is not None:
-            self.sample_shape = tuple(shape)
+        super().__init__(model, "the bossflow model")
 
     def forward(self, x: Tensor, t: Tensor | float, **extras: Any) -> Tensor:
         return self.model(x, broadcast_time(t, x), **extras)
@@ -133,18 +123,8 @@ def time_grid(
         >>> time_grid(bf.Schedule([0.0, 0.3, 1.0])).tolist()
         [0.0, 0.3, 1.0]
     """
-    if isinstance(schedule, Schedule):
-        check_euler_schedule(schedule, "flow_matching's ODESolver")
-        if schedule.has_eval_times:
-            raise ScheduleError(
-                "this schedule evaluates the model at its own eval_times, but flow_matching's ODESolver always "
-                "evaluates at the grid times, so it cannot honour them; sample with "
-                "bossflow.euler(bossflow.adapters.flow_matching.wrap(model), x0, schedule) instead, or use a "
-                "schedule without eval_times (`bossflow schedule --family times`)."
-            )
-        times = np.asarray(schedule.times)
-    else:
-        times = validate_times(schedule)
+    times = step_times_for(schedule, "flow_matching's ODESolver",
+                           "bossflow.euler(bossflow.adapters.flow_matching.wrap(model), x0, schedule)")
     return torch.tensor(times, dtype=dtype, device=device)
 
 

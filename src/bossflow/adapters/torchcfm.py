@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from ..core.errors import ModelSpecError
 from ..core.velocity import broadcast_time
 from ._cond import Conditioning
+from ._wrapper import ModelWrapper
 
 Call = Literal["tx", "concat"]
 CALLS: tuple[str, ...] = ("tx", "concat")
@@ -41,7 +42,7 @@ def _is_torch_wrapper(model: Any) -> bool:
     return module is not None and isinstance(model, getattr(module, "torch_wrapper", ()))
 
 
-class TorchCFMVelocity(nn.Module):
+class TorchCFMVelocity(ModelWrapper):
     """A torchcfm-style model seen as a bossflow velocity model (see :func:`wrap`).
 
     Attributes:
@@ -59,19 +60,13 @@ class TorchCFMVelocity(nn.Module):
         scalar_time: bool = False,
         sample_shape: Sequence[int] | None = None,
     ) -> None:
-        super().__init__()
-        if not callable(model):
-            raise ModelSpecError(f"the torchcfm model must be callable, got {type(model).__name__}.")
+        super().__init__(model, "the torchcfm model", sample_shape)
         if call not in CALLS:
             raise ModelSpecError(f"call must be one of {', '.join(CALLS)}, got {call!r}.")
         if scalar_time and call != "tx":
             raise ModelSpecError("scalar_time applies to call='tx' models only.")
-        self.model = model
         self.call = call
         self.scalar_time = bool(scalar_time)
-        shape = sample_shape if sample_shape is not None else getattr(model, "sample_shape", None)
-        if shape is not None:
-            self.sample_shape = tuple(int(s) for s in shape)
 
     def forward(self, x: Tensor, t: Tensor | float, **cond: Any) -> Tensor:
         """Velocity ``(B, *shape)`` at ``x`` ``(B, *shape)`` and times ``t`` ``(B,)``."""
@@ -99,7 +94,7 @@ def _rows(cond: dict, rows: Tensor, n: int) -> dict:
     return {k: v[rows] if isinstance(v, Tensor) and v.ndim > 0 and v.shape[0] == n else v for k, v in cond.items()}
 
 
-class BossflowForTorchCFM(nn.Module):
+class BossflowForTorchCFM(ModelWrapper):
     """A bossflow velocity model with torchcfm's ``forward(t, x, *args, **kwargs)``.
 
     ``t`` may be 0-dim (``torchdiffeq``, ``torchdyn``) or ``(B,)``. Like torchcfm's
@@ -108,12 +103,8 @@ class BossflowForTorchCFM(nn.Module):
     """
 
     def __init__(self, model: Callable[..., Tensor], cond: dict | None = None) -> None:
-        super().__init__()
-        self.model = model
+        super().__init__(model, "the bossflow model")
         self.cond = Conditioning(cond)
-        shape = getattr(model, "sample_shape", None)
-        if shape is not None:
-            self.sample_shape = tuple(shape)
 
     def forward(self, t: Tensor | float, x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
         return self.model(x, broadcast_time(t, x), **self.cond.as_dict())

@@ -26,6 +26,21 @@ from .errors import CostMatrixError
 from .schedules import Schedule
 
 
+def square_matrix(cost: Any) -> np.ndarray:
+    """``cost`` as a float64 ``(N + 1, N + 1)`` array with ``N >= 1``, its values not yet checked.
+
+    Raises:
+        CostMatrixError: not numeric, or not square of at least 2 x 2.
+    """
+    try:
+        arr = np.asarray(cost, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise CostMatrixError(f"the cost matrix must be a numeric 2-D array, got {type(cost).__name__}.") from None
+    if arr.ndim != 2 or arr.shape[0] != arr.shape[1] or arr.shape[0] < 2:
+        raise CostMatrixError(f"the cost matrix must be square, (N + 1, N + 1) with N >= 1, got shape {arr.shape}.")
+    return arr
+
+
 def validate_cost_matrix(cost: Any) -> np.ndarray:
     """Check a cost matrix and return it as float64.
 
@@ -36,12 +51,7 @@ def validate_cost_matrix(cost: Any) -> np.ndarray:
     Raises:
         CostMatrixError: naming the problem.
     """
-    try:
-        arr = np.asarray(cost, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise CostMatrixError(f"the cost matrix must be a numeric 2-D array, got {type(cost).__name__}.") from None
-    if arr.ndim != 2 or arr.shape[0] != arr.shape[1] or arr.shape[0] < 2:
-        raise CostMatrixError(f"the cost matrix must be square, (N + 1, N + 1) with N >= 1, got shape {arr.shape}.")
+    arr = square_matrix(cost)
     if np.isnan(arr).any():
         i, j = np.argwhere(np.isnan(arr))[0]
         raise CostMatrixError(f"the cost matrix has NaN at [{i}, {j}]; recompute it (did the model diverge?).")

@@ -81,6 +81,29 @@ def check_euler_schedule(schedule: "Schedule", where: str) -> None:
         )
 
 
+def step_times_for(schedule: Any, sampler: str, instead: str) -> np.ndarray:
+    """The ``(K + 1,)`` step times of ``schedule`` for a sampler that evaluates the model at each step's start.
+
+    Args:
+        schedule: a :class:`Schedule` (Euler, without evaluation times) or a list of times.
+        sampler: the sampler, for the message, e.g. ``"flow_matching's ODESolver"``.
+        instead: how to sample such a schedule with bossflow instead, for the message.
+
+    Raises:
+        ScheduleError: an OLSS schedule, a schedule with evaluation times, or malformed times.
+    """
+    if not isinstance(schedule, Schedule):
+        return validate_times(schedule)
+    check_euler_schedule(schedule, sampler)
+    if schedule.has_eval_times:
+        raise ScheduleError(
+            f"this schedule evaluates the model at its own eval_times, but {sampler} evaluates at the step starts, "
+            f"so it cannot honour them; sample with {instead} instead, or use a schedule without eval_times "
+            "(`bossflow schedule --family times`)."
+        )
+    return np.asarray(schedule.times)
+
+
 def validate_eval_times(eval_times: Any, times: np.ndarray) -> np.ndarray:
     """Check per-step evaluation times: one finite value in [0, 1] per step of ``times``.
 

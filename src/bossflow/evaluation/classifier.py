@@ -84,13 +84,7 @@ class ConvClassifier(nn.Module):
 
 
 class DigitsClassifier(ConvClassifier):
-    """:class:`ConvClassifier` for ``(B, 1, 8, 8)`` digits: 8×8 → 4×4 → 2×2, flatten (128) → 64 features.
-
-    Args:
-        width: channels of the first convolution.
-        feature_dim: size of the penultimate layer.
-        classes: number of classes.
-    """
+    """:class:`ConvClassifier` for ``(B, 1, 8, 8)`` digits: 8×8 → 4×4 → 2×2, flatten (128) → 64 features (arguments as there)."""
 
     def __init__(self, width: int = 16, feature_dim: int = 64, classes: int = 10) -> None:
         super().__init__(width, feature_dim, classes, size=8)
@@ -99,10 +93,7 @@ class DigitsClassifier(ConvClassifier):
 class FashionMNISTClassifier(ConvClassifier):
     """:class:`ConvClassifier` for ``(B, 1, 28, 28)`` Fashion-MNIST: 28×28 → 14×14 → 7×7, flatten (3,136) → 128 features.
 
-    Args:
-        width: channels of the first convolution.
-        feature_dim: size of the penultimate layer.
-        classes: number of classes.
+    Arguments as for :class:`ConvClassifier`.
     """
 
     def __init__(self, width: int = 32, feature_dim: int = 128, classes: int = 10) -> None:

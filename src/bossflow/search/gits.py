@@ -55,7 +55,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..core.bellman import check_budget, least_cost_paths
+from ..core.bellman import check_budget, least_cost_paths, square_matrix
 from ..core.cost import cost_matrix, finish_cost_matrix
 from ..core.errors import BossflowError, CostMatrixError
 from ..core.noise import validate_noise
@@ -220,12 +220,7 @@ def gits_paths(cost: Any, max_nfe: int, coeff: float = 1.0) -> dict[int, tuple[n
         >>> {k: (p.tolist(), c) for k, (p, c) in gits_paths(C, 3, coeff=2.0).items()}
         {1: ([0, 3], 5.0), 2: ([0, 1, 3], 3.0), 3: ([0, 1, 2, 3], 7.0)}
     """
-    try:
-        c = np.asarray(cost, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise CostMatrixError(f"the cost matrix must be a numeric 2-D array, got {type(cost).__name__}.") from None
-    if c.ndim != 2 or c.shape[0] != c.shape[1] or c.shape[0] < 2:
-        raise CostMatrixError(f"the cost matrix must be square, (N + 1, N + 1) with N >= 1, got shape {c.shape}.")
+    c = square_matrix(cost)
     n = c.shape[0] - 1
     if not np.all(np.isfinite(c[np.triu_indices(n + 1, 1)])):
         raise CostMatrixError("the GITS cost matrix must be finite above the diagonal; recompute it.")

@@ -277,11 +277,11 @@ def teacher_pairs(
             folder = Path(cache_dir) if cache_dir is not None else None
             if folder is None:  # in memory only: one shard per rank keeps every rank busy
                 shard_size = min(shard_size, -(-samples // world_size()))
-            states = _shared_states(folder, meta, samples, shard_size, make, bar, (len(times), *shape))
+            states = _shared_states(_Shards(folder, meta, samples, shard_size, make, bar, (len(times), *shape)))
         elif cache_dir is None:
             states = make(0, samples)
         else:
-            states = _cached_states(Path(cache_dir), meta, samples, shard_size, make, bar, (len(times), *shape))
+            states = _cached_states(_Shards(Path(cache_dir), meta, samples, shard_size, make, bar, (len(times), *shape)))
     finally:
         bar.close()
     transitions = schedule_transitions(schedules, times)
@@ -305,27 +305,55 @@ def _cached_times(folder: Path, times: np.ndarray) -> np.ndarray:
 _META_KEYS = ("format", "model_sha256", "times", "seed", "grid_steps", "substeps", "method", "shape", "shard_size")
 
 
-def _cached_states(
-    folder: Path,
-    meta: dict[str, Any],
-    samples: int,
-    shard_size: int,
-    make: Callable[[int, int], Tensor],
-    bar: Any,
-    state_shape: tuple[int, ...],
-) -> Tensor:
-    _check_or_write_meta(folder, meta)
+@dataclass
+class _Shards:
+    """Pair states in shards of ``shard_size`` noises: where they are cached and how missing ones are made.
+
+    Attributes:
+        folder: the cache folder (``None``: nothing read or written).
+        meta: the settings ``meta.json`` must hold.
+        samples: number of noises.
+        shard_size: noises per shard (the last shard may hold fewer).
+        make: ``make(start, count)`` -> ``(count, *state_shape)`` states of noises ``start ..``.
+        bar: progress bar, advanced by noises.
+        state_shape: ``(T, *shape)`` of one noise's states.
+    """
+
+    folder: Path | None
+    meta: dict[str, Any]
+    samples: int
+    shard_size: int
+    make: Callable[[int, int], Tensor]
+    bar: Any
+    state_shape: tuple[int, ...]
+
+    @property
+    def counts(self) -> list[int]:
+        """Noises per shard."""
+        return [min(self.shard_size, self.samples - start) for start in range(0, self.samples, self.shard_size)]
+
+    def read(self, index: int) -> Tensor | None:
+        """Shard ``index`` from the folder, or ``None`` when it is not there (or unreadable: made again)."""
+        path = _shard_path(self.folder, index)
+        count = self.counts[index]
+        states = _read_shard(path, (count, *self.state_shape)) if path.exists() else None
+        return None if states is None else states[:count]
+
+    def write(self, index: int, states: Tensor) -> None:
+        _write_shard(_shard_path(self.folder, index), states, index * self.shard_size)
+
+
+def _cached_states(shards: _Shards) -> Tensor:
+    """Every shard, read from ``shards.folder`` or made and written there."""
+    _check_or_write_meta(shards.folder, shards.meta)
     parts = []
-    for index in range(-(-samples // shard_size)):
-        start = index * shard_size
-        count = min(shard_size, samples - start)
-        path = _shard_path(folder, index)
-        states = _read_shard(path, (count, *state_shape)) if path.exists() else None
+    for index, count in enumerate(shards.counts):
+        states = shards.read(index)
         if states is None:
-            states = make(start, count)
-            _write_shard(path, states, start)
+            states = shards.make(index * shards.shard_size, count)
+            shards.write(index, states)
         else:
-            bar.update(count)
+            shards.bar.update(count)
         parts.append(states[:count])
     return torch.cat(parts)
 
@@ -358,15 +386,7 @@ def _write_shard(path: Path, states: Tensor, start: int) -> None:
     write_atomic(path, lambda f: f.write(blob))
 
 
-def _shared_states(
-    folder: Path | None,
-    meta: dict[str, Any],
-    samples: int,
-    shard_size: int,
-    make: Callable[[int, int], Tensor],
-    bar: Any,
-    state_shape: tuple[int, ...],
-) -> Tensor:
+def _shared_states(shards: _Shards) -> Tensor:
     """:func:`_cached_states` over the ranks of ``torch.distributed``: every rank returns all states.
 
     Rank 0 checks (or writes) ``meta.json`` and reads the shards already cached; every missing
@@ -375,19 +395,18 @@ def _shared_states(
     shards, so no disk needs to be shared between nodes. ``folder=None``: nothing read or written.
     """
     world, me = world_size(), rank()
-    n_shards = -(-samples // shard_size)
-    counts = [min(shard_size, samples - i * shard_size) for i in range(n_shards)]
+    counts, shard_size, bar = shards.counts, shards.shard_size, shards.bar
+    n_shards = len(counts)
     cached: dict[int, Tensor] = {}
 
     def survey() -> list[int]:
-        if folder is None:
+        if shards.folder is None:
             return []
-        _check_or_write_meta(folder, meta)
-        for index, count in enumerate(counts):
-            path = _shard_path(folder, index)
-            states = _read_shard(path, (count, *state_shape)) if path.exists() else None
+        _check_or_write_meta(shards.folder, shards.meta)
+        for index in range(n_shards):
+            states = shards.read(index)
             if states is not None:
-                cached[index] = states[:count].contiguous()
+                cached[index] = states.contiguous()
         return sorted(cached)
 
     have = set(on_main(survey))
@@ -396,10 +415,10 @@ def _shared_states(
         if index not in have:
             lo, hi = shard_range(counts[index], me, world)
             if hi > lo:
-                mine[index] = make(index * shard_size + lo, hi - lo).contiguous()
+                mine[index] = shards.make(index * shard_size + lo, hi - lo).contiguous()
     parts = []
     for index, count in enumerate(counts):
-        states = cached.get(index, torch.empty((count, *state_shape), dtype=torch.float32))
+        states = cached.get(index, torch.empty((count, *shards.state_shape), dtype=torch.float32))
         if index in have:
             broadcast_tensor(states, src=0)
             bar.update(count)
@@ -413,8 +432,8 @@ def _shared_states(
                 broadcast_tensor(states[lo:hi], src=source)
                 if source != me:
                     bar.update(hi - lo)
-            if folder is not None and is_main():
-                _write_shard(_shard_path(folder, index), states, index * shard_size)
+            if shards.folder is not None and is_main():
+                shards.write(index, states)
         parts.append(states)
     barrier()  # rank 0 has written every shard before any rank goes on
     return torch.cat(parts)

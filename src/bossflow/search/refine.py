@@ -141,6 +141,12 @@ def params_from_schedule(times: np.ndarray, eval_times: np.ndarray) -> tuple[Ten
     return logits, torch.from_numpy(np.arctanh(np.clip(ratio, -1.0 + 1e-12, 1.0 - 1e-12)))
 
 
+def _params_on(schedule: Schedule, device: torch.device) -> list[Tensor]:
+    """L-BFGS's parameters ``[logits (K,), offsets (K,)]`` of a K-step ``schedule``, float64 on ``device``."""
+    logits, offsets = params_from_schedule(schedule.times, schedule.evaluation_times)
+    return [logits.to(device), offsets.to(device)]
+
+
 def last_step_coefficients(gram: np.ndarray, rhs: np.ndarray, start: np.ndarray, ridge: float) -> np.ndarray:
     """Least-squares coefficients of a last step, pulled towards ``start`` by a ridge on unit-scaled columns.
 
@@ -337,9 +343,7 @@ class _Problem:
         """
         key = schedule.times.tobytes() + schedule.evaluation_times.tobytes()
         if key not in self._fits:
-            logits, offsets = params_from_schedule(schedule.times, schedule.evaluation_times)
-            params = [logits.to(self.noise.device), offsets.to(self.noise.device)]
-            stats, _ = self._lstsq_stats(params, True, False)
+            stats, _ = self._lstsq_stats(_params_on(schedule, self.noise.device), True, False)
             gram, rhs, yy, start = self._lstsq_system(stats, schedule.times)
             coef = last_step_coefficients(gram, rhs, start, self.ridge)
             value = coef @ gram @ coef - 2.0 * coef @ rhs + yy + self.ridge * float(np.diagonal(gram) @ (coef - start) ** 2)
@@ -412,6 +416,228 @@ def _as_starts(schedule: Any) -> list[Schedule]:
             )
         return starts
     return [Schedule(schedule, method="custom")]
+
+
+def _checked_options(
+    steps: Any, screen_steps: Any, lr: Any, late_starts: Any, last_step: Any, ridge: Any, batch_size: Any
+) -> tuple[int, int, list[float], int | None]:
+    """The scalar options of :func:`refine_schedule`, checked in a fixed order (the first bad one raises).
+
+    Returns:
+        ``(steps, screen_steps, late, rows)``: the evaluation counts, the late starts as floats
+        in ``[0, 1]`` and the chunk size (``None``: one chunk per process).
+
+    Raises:
+        BossflowError: the first option out of its range.
+    """
+    steps = _check_count(steps, "steps", 1)
+    screen_steps = _check_count(screen_steps, "screen_steps", 1)
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (math.isfinite(lr) and lr > 0):
+        raise BossflowError(f"lr must be a positive number, got {lr!r}.")
+    try:
+        late = [float(c) for c in late_starts]
+    except (TypeError, ValueError):
+        raise BossflowError(f"late_starts must be a list of times in [0, 1], got {late_starts!r}.") from None
+    if not all(0.0 <= c <= 1.0 for c in late):
+        raise BossflowError(f"late_starts must be times in [0, 1], got {late!r}.")
+    if last_step not in ("euler", "lstsq"):
+        raise BossflowError(f"last_step must be 'euler' or 'lstsq', got {last_step!r}.")
+    if isinstance(ridge, bool) or not isinstance(ridge, (int, float)) or not math.isfinite(ridge) or ridge < 0:
+        raise BossflowError(f"ridge must be a finite number >= 0, got {ridge!r}.")
+    rows = None if batch_size is None else _check_count(batch_size, "batch_size", 1)
+    return steps, screen_steps, late, rows
+
+
+def _checked_starts(schedule: Any, eval_times: bool, target: Any, noise: Tensor) -> list[Schedule]:
+    """The K-step start schedules, checked against ``eval_times``; ``target``, if given, checked against ``noise``.
+
+    Raises:
+        ScheduleError: a malformed start, starts of different lengths, or a start with evaluation
+            times when ``eval_times=False``.
+        BossflowError: ``target`` is not a tensor of the ``(B, *shape)`` shape of ``noise``.
+    """
+    starts = _as_starts(schedule)
+    if not eval_times and any(s.has_eval_times for s in starts):
+        raise ScheduleError(
+            "a start schedule carries evaluation times but eval_times=False; pass eval_times=True "
+            "or starts without evaluation times."
+        )
+    if target is not None and (not isinstance(target, Tensor) or tuple(target.shape) != tuple(noise.shape)):
+        got = tuple(target.shape) if isinstance(target, Tensor) else type(target).__name__
+        raise BossflowError(
+            f"target must be a tensor shaped like noise {tuple(noise.shape)} "
+            f"(the teacher's endpoints of the same noises), got {got}."
+        )
+    return starts
+
+
+def _teacher_and_problems(
+    model: Callable[..., Tensor],
+    noise: Tensor,
+    target: Tensor | None,
+    cond: dict,
+    rows: int | None,
+    screen_samples: Any,
+    last_step: str,
+    ridge: float,
+) -> tuple[NFECounter, _Problem, _Problem, int]:
+    """The teacher target and the objectives: on every noise, and on the screening noises.
+
+    Args:
+        noise: ``(B, *shape)`` search noises at ``t = 0``.
+        target: ``(B, *shape)`` teacher endpoints at ``t = 1``, or ``None``: solved here with
+            :func:`bossflow.reference_solve` through the counted model.
+
+    Returns:
+        ``(counted model, problem, screen_problem, teacher_rows)``; ``screen_problem`` is
+        ``problem`` itself unless ``screen_samples`` is below B, then it holds the first
+        ``screen_samples`` noises.
+
+    Raises:
+        BossflowError: ``screen_samples`` is not an integer >= 1.
+    """
+    n_samples = int(noise.shape[0])
+    counted = NFECounter(model)
+    if target is None:
+        target = reference_solve(counted, noise, cond=cond or None)
+    teacher_rows = counted.samples
+    target = target.detach().to(device=noise.device)
+    problem = _Problem(counted, noise, target, cond, rows, last_step=last_step, ridge=ridge)
+    if screen_samples is None or _check_count(screen_samples, "screen_samples", 1) >= n_samples:
+        return counted, problem, problem, teacher_rows
+    sub = torch.arange(screen_samples)
+    screen_problem = _Problem(
+        counted, noise[:screen_samples], target[:screen_samples],
+        select_cond(cond, sub, n_samples) if cond else {}, None if rows is None else min(rows, screen_samples),
+        last_step=last_step, ridge=ridge,
+    )
+    return counted, problem, screen_problem, teacher_rows
+
+
+def _candidates(starts: list[Schedule], eval_times: bool, late: list[float]) -> list[tuple[Schedule, float | None]]:
+    """Each start and, with evaluation times, its late-start copies (``s_0 = c`` for ``c`` in ``late``).
+
+    Returns:
+        ``(schedule, c)`` pairs in order, ``c = None`` for a start as given; duplicates dropped.
+    """
+    candidates: list[tuple[Schedule, float | None]] = []
+    seen: set[bytes] = set()
+    for s in starts:
+        variants = [(s.evaluation_times, None)]
+        if eval_times:
+            variants += [(np.concatenate([[c], s.evaluation_times[1:]]), c) for c in late]
+        for ev, c in variants:
+            key = s.times.tobytes() + np.asarray(ev, dtype=np.float64).tobytes()
+            if key not in seen:
+                seen.add(key)
+                candidates.append((Schedule(s.times, ev, **s.meta), c))
+    return candidates
+
+
+def _search(
+    problem: _Problem,
+    screen_problem: _Problem,
+    candidates: list[tuple[Schedule, float | None]],
+    steps: int,
+    screen_steps: int,
+    lr: float,
+    eval_times: bool,
+    progress: bool,
+) -> tuple[list[Tensor], int, int]:
+    """Screen the candidates, then continue the best one by L-BFGS on every noise, under one progress bar.
+
+    Returns:
+        ``(params, winner, evaluations)``: the best parameters ``[logits (K,), offsets (K,)]``
+        (the winner's screened point when the final run found no finite loss or, screened on
+        every noise, no lower one), the index of the winning candidate and the loss evaluations spent.
+    """
+    from tqdm.auto import tqdm
+
+    total_evals = steps + (screen_steps * len(candidates) if len(candidates) > 1 else 0)
+    nfe = candidates[0][0].nfe
+    # Transient: the bar usually sits under a caller's bar over budgets or stages.
+    with tqdm(total=total_evals, desc=f"refine K={nfe}", unit="eval", leave=False, disable=not progress) as bar:
+
+        def tick() -> None:
+            # A line search may run a few evaluations past its budget: grow the total, not past 100 %.
+            if bar.total is not None and bar.n >= bar.total:
+                bar.total = bar.n + 1
+            bar.update(1)
+
+        found, evaluations = _screen(screen_problem, candidates, screen_steps, lr, eval_times, tick)
+        winner = min(range(len(found)), key=lambda i: (found[i][0], i))
+        loss, best, used = _lbfgs(problem, found[winner][1], steps, lr, eval_times, tick)
+    if best is None or (screen_problem is problem and loss > found[winner][0]):
+        best = found[winner][1]
+    return best, winner, evaluations + used
+
+
+def _screen(
+    problem: _Problem,
+    candidates: list[tuple[Schedule, float | None]],
+    screen_steps: int,
+    lr: float,
+    eval_times: bool,
+    tick: Callable[[], None],
+) -> tuple[list[tuple[float, list[Tensor]]], int]:
+    """``screen_steps`` L-BFGS evaluations for each candidate; none when there is only one.
+
+    Returns:
+        ``(found, evaluations)``: per candidate its best loss (``inf`` when not screened) and
+        parameters ``[logits (K,), offsets (K,)]`` (its start when no evaluation was finite).
+    """
+    found: list[tuple[float, list[Tensor]]] = []
+    evaluations = 0
+    for cand, _ in candidates:
+        params = _params_on(cand, problem.noise.device)
+        if len(candidates) == 1:
+            found.append((math.inf, params))
+        else:
+            loss, best, used = _lbfgs(problem, params, screen_steps, lr, eval_times, tick)
+            evaluations += used
+            found.append((loss, best if best is not None else params))
+    return found, evaluations
+
+
+def _checked_result(
+    problem: _Problem, params: list[Tensor], eval_times: bool, start: Schedule, start_loss: float
+) -> tuple[Schedule, float, bool]:
+    """The schedule at ``params`` if, checked the way a user runs it, it beats ``start``; else ``start``.
+
+    Returns:
+        ``(schedule, loss, improved)``: the refined schedule (``(K + 1,)`` times from 0, noise,
+        to 1, data; ``(K,)`` evaluation times or ``None``) and its :meth:`_Problem.exact_loss`
+        when it beats ``start_loss`` with strictly increasing times, else ``start``.
+    """
+    with torch.no_grad():
+        times, evals = schedule_from_params(params[0], params[1] if eval_times else None)
+    t_np = times.cpu().numpy()
+    if np.all(np.diff(t_np) > 0):
+        refined = Schedule(t_np, np.clip(evals.cpu().numpy(), 0.0, 1.0) if eval_times else None)
+        refined_loss = problem.exact_loss(refined)
+        if refined_loss < start_loss:
+            return refined, refined_loss, True
+    return start, start_loss, False
+
+
+def _lstsq_meta(problem: _Problem, result: Schedule) -> dict[str, Any]:
+    """With ``last_step="lstsq"``, the result's meta ``last_step``, ``ridge`` and ``olss`` (its fitted update); else none."""
+    if problem.last_step != "lstsq":
+        return {}
+    update = _lstsq_update(result.times, problem.lstsq_fit(result)[1])
+    return {"last_step": problem.last_step, "ridge": problem.ridge, "olss": update}
+
+
+def _work_done(counted: NFECounter, problem: _Problem, screen_problem: _Problem, teacher_rows: int) -> dict[str, int]:
+    """Meta ``model_calls``, ``model_rows``, ``backward_rows``, ``teacher_rows``, summed over the processes.
+
+    Each process solved the teacher itself when it was not given.
+    """
+    backward = problem.backward_rows + (screen_problem.backward_rows if screen_problem is not problem else 0)
+    calls, rows, backward, teacher_rows = (
+        int(v) for v in all_reduce_sum_float64([counted.nfe, counted.samples, backward, teacher_rows])
+    )
+    return {"model_calls": calls, "model_rows": rows, "backward_rows": backward, "teacher_rows": teacher_rows}
 
 
 def refine_schedule(
@@ -506,137 +732,25 @@ def refine_schedule(
         (2, True)
     """
     noise = validate_noise(noise)
-    steps = _check_count(steps, "steps", 1)
-    screen_steps = _check_count(screen_steps, "screen_steps", 1)
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (math.isfinite(lr) and lr > 0):
-        raise BossflowError(f"lr must be a positive number, got {lr!r}.")
-    try:
-        late = [float(c) for c in late_starts]
-    except (TypeError, ValueError):
-        raise BossflowError(f"late_starts must be a list of times in [0, 1], got {late_starts!r}.") from None
-    if not all(0.0 <= c <= 1.0 for c in late):
-        raise BossflowError(f"late_starts must be times in [0, 1], got {late!r}.")
-    if last_step not in ("euler", "lstsq"):
-        raise BossflowError(f"last_step must be 'euler' or 'lstsq', got {last_step!r}.")
-    if isinstance(ridge, bool) or not isinstance(ridge, (int, float)) or not math.isfinite(ridge) or ridge < 0:
-        raise BossflowError(f"ridge must be a finite number >= 0, got {ridge!r}.")
-    n_samples = int(noise.shape[0])
-    rows = None if batch_size is None else _check_count(batch_size, "batch_size", 1)
-    starts = _as_starts(schedule)
-    if not eval_times and any(s.has_eval_times for s in starts):
-        raise ScheduleError(
-            "a start schedule carries evaluation times but eval_times=False; pass eval_times=True "
-            "or starts without evaluation times."
-        )
-    if target is not None and (not isinstance(target, Tensor) or tuple(target.shape) != tuple(noise.shape)):
-        got = tuple(target.shape) if isinstance(target, Tensor) else type(target).__name__
-        raise BossflowError(
-            f"target must be a tensor shaped like noise {tuple(noise.shape)} "
-            f"(the teacher's endpoints of the same noises), got {got}."
-        )
-    cond = dict(cond or {})
-
-    counted = NFECounter(model)
-    if target is None:
-        target = reference_solve(counted, noise, cond=cond or None)
-    teacher_rows = counted.samples
-    target = target.detach().to(device=noise.device)
-    objective = {"last_step": last_step, "ridge": float(ridge)}
-    problem = _Problem(counted, noise, target, cond, rows, **objective)
-    if screen_samples is None or _check_count(screen_samples, "screen_samples", 1) >= n_samples:
-        screen_problem = problem
-    else:
-        sub = torch.arange(screen_samples)
-        screen_problem = _Problem(
-            counted, noise[:screen_samples], target[:screen_samples],
-            select_cond(cond, sub, n_samples) if cond else {}, None if rows is None else min(rows, screen_samples),
-            **objective,
-        )
-
-    # Candidates: each start, and with evaluation times its late-start copies; duplicates dropped.
-    candidates: list[tuple[Schedule, float | None]] = []
-    seen: set[bytes] = set()
-    for s in starts:
-        variants = [(s.evaluation_times, None)]
-        if eval_times:
-            variants += [(np.concatenate([[c], s.evaluation_times[1:]]), c) for c in late]
-        for ev, c in variants:
-            key = s.times.tobytes() + np.asarray(ev, dtype=np.float64).tobytes()
-            if key not in seen:
-                seen.add(key)
-                candidates.append((Schedule(s.times, ev, **s.meta), c))
-
+    steps, screen_steps, late, rows = _checked_options(steps, screen_steps, lr, late_starts, last_step, ridge, batch_size)
+    starts = _checked_starts(schedule, eval_times, target, noise)
+    counted, problem, screen_problem, teacher_rows = _teacher_and_problems(
+        model, noise, target, dict(cond or {}), rows, screen_samples, last_step, float(ridge)
+    )
+    candidates = _candidates(starts, eval_times, late)
     start_losses = [problem.exact_loss(s) for s in starts]
     best_start = int(np.argmin(start_losses))
-
-    from tqdm.auto import tqdm
-
-    total_evals = steps + (screen_steps * len(candidates) if len(candidates) > 1 else 0)
-    evaluations = 0
-    # Transient: the bar usually sits under a caller's bar over budgets or stages.
-    with tqdm(total=total_evals, desc=f"refine K={starts[0].nfe}", unit="eval", leave=False, disable=not progress) as bar:
-
-        def tick() -> None:
-            # A line search may run a few evaluations past its budget: grow the total, not past 100 %.
-            if bar.total is not None and bar.n >= bar.total:
-                bar.total = bar.n + 1
-            bar.update(1)
-
-        found: list[tuple[float, list[Tensor] | None, int]] = []
-        for cand, _ in candidates:
-            logits, offsets = params_from_schedule(cand.times, cand.evaluation_times)
-            params = [logits.to(noise.device), offsets.to(noise.device)]
-            if len(candidates) == 1:
-                found.append((math.inf, params, 0))
-            else:
-                loss, best, used = _lbfgs(screen_problem, params, screen_steps, lr, eval_times, tick)
-                evaluations += used
-                found.append((loss, best if best is not None else params, len(found)))
-        winner = min(range(len(found)), key=lambda i: (found[i][0], i))
-        loss, best, used = _lbfgs(problem, found[winner][1], steps, lr, eval_times, tick)
-        evaluations += used
-        if best is None or (screen_problem is problem and loss > found[winner][0]):
-            best = found[winner][1]
-
-    # Check the best point the way a user runs it, and never return worse than the best start.
-    result, result_loss, improved = starts[best_start], start_losses[best_start], False
-    with torch.no_grad():
-        times, evals = schedule_from_params(best[0], best[1] if eval_times else None)
-    t_np = times.cpu().numpy()
-    if np.all(np.diff(t_np) > 0):
-        refined = Schedule(t_np, np.clip(evals.cpu().numpy(), 0.0, 1.0) if eval_times else None)
-        refined_loss = problem.exact_loss(refined)
-        if refined_loss < result_loss:
-            result, result_loss, improved = refined, refined_loss, True
-    origin = candidates[winner] if improved else (starts[best_start], None)
-    extra: dict[str, Any] = {}
-    if last_step == "lstsq":
-        extra = {**objective, "olss": _lstsq_update(result.times, problem.lstsq_fit(result)[1])}
-    backward = problem.backward_rows + (screen_problem.backward_rows if screen_problem is not problem else 0)
-    # Work done by every process (each solved the teacher when it was not given).
-    calls, rows, backward, teacher_rows = (
-        int(v) for v in all_reduce_sum_float64([counted.nfe, counted.samples, backward, teacher_rows])
-    )
+    params, winner, evaluations = _search(problem, screen_problem, candidates, steps, screen_steps, lr, eval_times, progress)
+    result, result_loss, improved = _checked_result(problem, params, eval_times, starts[best_start], start_losses[best_start])
+    origin, late_start = candidates[winner] if improved else (starts[best_start], None)
+    lstsq = _lstsq_meta(problem, result)
     return Schedule(
-        result.times,
-        result.evaluation_times if eval_times else None,
-        method="refined",
-        start=origin[0].meta.get("method", "custom"),
-        late_start=origin[1],
-        improved=improved,
-        start_loss=start_losses[best_start],
-        loss=result_loss,
-        steps=steps,
-        screen_steps=screen_steps,
-        candidates=len(candidates),
-        evaluations=evaluations,
-        samples=n_samples,
-        model_calls=calls,
-        model_rows=rows,
-        backward_rows=backward,
-        teacher_rows=teacher_rows,
-        screen_samples=screen_problem.noise.shape[0],
-        **extra,
+        result.times, result.evaluation_times if eval_times else None, method="refined",
+        start=origin.meta.get("method", "custom"), late_start=late_start, improved=improved,
+        start_loss=start_losses[best_start], loss=result_loss,
+        steps=steps, screen_steps=screen_steps, candidates=len(candidates), evaluations=evaluations,
+        samples=int(noise.shape[0]), **_work_done(counted, problem, screen_problem, teacher_rows),
+        screen_samples=screen_problem.noise.shape[0], **lstsq,
     )
 
 

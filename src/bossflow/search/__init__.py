@@ -6,9 +6,15 @@ Every method is a function
         -> {nfe: Schedule}
 
 that finds schedules for several budgets at once (the DPs get every budget from one pass),
-registered by name in :data:`SEARCHES`. :func:`search` is the one-budget form. Time
-convention: ``t = 0`` noise, ``t = 1`` data; ``noise`` is ``(B, *shape)`` at ``t = 0``; ``grid``
-is the ``(N + 1,)`` base grid that grid-based searches pick their times from.
+registered by name in :data:`SEARCHES`. :func:`search` is the one-budget form. The shared
+arguments mean the same in every search (each search's docstring adds only what is its own):
+
+* ``model``: velocity model ``model(x, t, **cond)``, ``t`` of shape ``(rows,)``; ``t = 0`` is noise, ``t = 1`` data;
+* ``noise``: ``(B, *shape)`` search noises at ``t = 0``;
+* ``grid``: ``(N + 1,)`` base grid times from 0 to 1, which grid searches pick their times from;
+* ``nfes``: step budgets, each in ``1..N``;
+* ``cond``: conditioning for every model call; tensors whose first dimension is ``B`` follow their samples;
+* ``provenance``: metadata stored in every schedule (model id, seed, ...); the search's own keys win on clashes.
 
 ``auto`` (:func:`bossflow.search.auto.auto_schedules`), the default of ``bossflow schedule``,
 combines the others: it fits uniform, BOSS, OLSS and a short refinement on part of the
@@ -51,13 +57,8 @@ def _family(name: str) -> SearchFunction:
 
 
 def boss_schedules(
-    model: Callable[..., Tensor],
-    noise: Tensor,
-    grid: Any,
-    nfes: list[int],
-    *,
-    cond: dict | None = None,
-    provenance: dict | None = None,
+    model: Callable[..., Tensor], noise: Tensor, grid: Any, nfes: list[int], *,
+    cond: dict | None = None, provenance: dict | None = None,
     **options: Any,
 ) -> dict[int, Schedule]:
     """BOSS (Nguyen et al., ICLR 2024): cost matrix on ``grid`` from ``noise``, then the Bellman DP.

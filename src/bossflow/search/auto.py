@@ -146,6 +146,7 @@ against a candidate a few percent behind it.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -200,6 +201,56 @@ def _coefficients(schedule: Schedule) -> tuple[list[list[float]], list[list[floa
     return euler_update(schedule.times)
 
 
+def _check_refit(noise: Tensor, target: Tensor, ridge: Any) -> None:
+    """Check :func:`refit_last_step`'s ``noise`` ``(B, *shape)``, ``target`` (shaped like it) and ``ridge``."""
+    validate_noise(noise)
+    if not isinstance(target, Tensor) or tuple(target.shape) != tuple(noise.shape):
+        raise BossflowError(f"target must be a tensor shaped like noise {tuple(noise.shape)}.")
+    if isinstance(ridge, bool) or not isinstance(ridge, (int, float)) or not math.isfinite(ridge) or ridge < 0:
+        raise BossflowError(f"ridge must be a finite number >= 0, got {ridge!r}.")
+
+
+def _last_step_basis(
+    model: Callable[..., Tensor],
+    noise: Tensor,
+    schedule: Schedule,
+    a: list[list[float]],
+    b: list[list[float]],
+    cond: dict | None,
+    batch_size: int | None,
+) -> Tensor:
+    """The last step's basis along the schedule's own update (rows ``a``, ``b``) from ``noise`` at ``t = 0``.
+
+    Takes ``noise`` ``(B, *shape)``; returns a float64 ``(K + 1, B * prod(shape))`` tensor: ``x_0`` and the K
+    velocities ``v(x_k, s_k)``, each flattened over the samples.
+    """
+    k = schedule.nfe
+    rows = int(noise.shape[0]) if batch_size is None else int(batch_size)
+    evals = schedule.evaluation_times
+    x0 = noise.to(torch.float64)
+    vels: list[Tensor] = []
+    with torch.no_grad():
+        x = x0
+        for step in range(k):
+            vels.append(_model_rows(model, x.to(noise.dtype), float(evals[step]), dict(cond or {}), rows).to(torch.float64))
+            # The schedule's own update, through step `step`.
+            x = a[step][0] * x0 + sum(b[step][m] * vels[m] for m in range(step + 1))
+        return torch.stack([x0, *vels]).reshape(k + 1, -1)
+
+
+def _fit_last_step(basis: Tensor, target: Tensor, c0: np.ndarray, ridge: float) -> tuple[np.ndarray, float]:
+    """The last step's coefficients ``(K + 1,)`` on ``basis`` ``(K + 1, B * D)``, fitted to ``target`` ``(B, *shape)``
+    by least squares with a ridge towards ``c0`` ``(K + 1,)``; returns them and the endpoint MSE per dimension
+    they leave."""
+    with torch.no_grad():
+        gram = _gram(basis).cpu().numpy()
+        rhs = (basis @ target.to(torch.float64).reshape(-1, 1)).cpu().numpy()[:, 0]
+    coef = last_step_coefficients(gram, rhs, c0, ridge)
+    weights = torch.tensor(coef, dtype=torch.float64, device=basis.device)
+    end = (weights[:, None] * basis).sum(0)
+    return coef, float((end - target.to(torch.float64).reshape(-1)).pow(2).mean())
+
+
 def refit_last_step(
     model: Callable[..., Tensor],
     noise: Tensor,
@@ -248,37 +299,16 @@ def refit_last_step(
         >>> bool(bf.endpoint_rmse(x1, target) <= bf.endpoint_rmse(bf.euler(model, noise, bf.uniform_schedule(3)), target))
         True
     """
-    validate_noise(noise)
-    if not isinstance(target, Tensor) or tuple(target.shape) != tuple(noise.shape):
-        raise BossflowError(f"target must be a tensor shaped like noise {tuple(noise.shape)}.")
-    if isinstance(ridge, bool) or not isinstance(ridge, (int, float)) or not math.isfinite(ridge) or ridge < 0:
-        raise BossflowError(f"ridge must be a finite number >= 0, got {ridge!r}.")
+    _check_refit(noise, target, ridge)
     a, b = _coefficients(schedule)
+    basis = _last_step_basis(model, noise, schedule, a, b, cond, batch_size)
+    coef, loss = _fit_last_step(basis, target, np.array([a[-1][0], *b[-1]], dtype=np.float64), float(ridge))
     k = schedule.nfe
-    n = int(noise.shape[0])
-    rows = n if batch_size is None else int(batch_size)
-    evals = schedule.evaluation_times
-    x0 = noise.to(torch.float64)
-    vels: list[Tensor] = []
-    with torch.no_grad():
-        x = x0
-        for step in range(k):
-            vels.append(_model_rows(model, x.to(noise.dtype), float(evals[step]), dict(cond or {}), rows).to(torch.float64))
-            # The schedule's own update, through step `step`.
-            x = a[step][0] * x0 + sum(b[step][m] * vels[m] for m in range(step + 1))
-        basis = torch.stack([x0, *vels]).reshape(k + 1, -1)
-        gram = _gram(basis).cpu().numpy()
-        rhs = (basis @ target.to(torch.float64).reshape(-1, 1)).cpu().numpy()[:, 0]
-    c0 = np.array([a[-1][0], *b[-1]], dtype=np.float64)
-    coef = last_step_coefficients(gram, rhs, c0, float(ridge))
     a = [*a[:-1], [float(coef[0])] + [0.0] * (k - 1)]
     b = [*b[:-1], [float(c) for c in coef[1:]]]
-    weights = torch.tensor(coef, dtype=torch.float64, device=basis.device)
-    end = (weights[:, None] * basis).sum(0)
-    loss = float((end - target.to(torch.float64).reshape(-1)).pow(2).mean())
     base = schedule.meta.get("method", "custom")
     found = {"method": f"{base}-ls", "base": base, "olss": {"a": a, "b": b, "update": UPDATE}, "ridge": float(ridge),
-             "samples": n, "loss": loss}
+             "samples": int(noise.shape[0]), "loss": loss}
     return Schedule(schedule.times, schedule.eval_times, **{**schedule.meta, **found})
 
 
@@ -295,14 +325,349 @@ def _check_fraction(value: Any) -> float:
     return float(value)
 
 
+@dataclass
+class _Plan:
+    """The checked options of one :func:`auto_schedules` call, ``effort``'s defaults filled in (see its arguments).
+
+    ``samples`` is B = ``n_fit + n_held``; ``conds`` the conditioning of the noise sets ``"fit"`` (the first
+    ``n_fit`` noises), ``"held"`` (the last ``n_held``) and ``"all"``; ``lstsq_steps`` ``refined-ls``'s L-BFGS
+    evaluations; ``eval_times`` whether the refinement moves evaluation times off the step times.
+    """
+
+    grid: np.ndarray
+    budgets: list[int]
+    family: str
+    effort: str
+    names: list[str]
+    starts: Sequence[str]
+    samples: int
+    n_fit: int
+    n_held: int
+    select_opts: dict
+    continue_steps: int
+    lstsq_steps: int
+    eval_times: bool
+    olss_opts: dict
+    conds: dict[str, dict]
+    ridge: float
+    refit: bool
+    progress: bool
+    provenance: dict | None
+
+
+@dataclass
+class _Run:
+    """What the stages of one call share: its plan, the counted model, the progress bar, the noise sets and
+    every fit made so far (each is made once; the ``refined-ls`` fit is ``None`` where not in contention)."""
+
+    plan: _Plan
+    counted: NFECounter
+    bar: Any
+    sets: dict[str, tuple[Tensor, Tensor, dict]]
+    teacher_rows: int
+    backward_rows: int = 0
+    grid_fits: dict[tuple[str, str, tuple[int, ...]], dict[int, Schedule]] = field(default_factory=dict)
+    refined_fit: dict[int, Schedule] = field(default_factory=dict)
+    refined_all: dict[int, Schedule] = field(default_factory=dict)
+    lstsq_fit: dict[int, Schedule | None] = field(default_factory=dict)
+    fitted: dict[str, dict[int, Schedule]] = field(default_factory=dict)
+    held: dict[tuple[str, int], float] = field(default_factory=dict)
+
+
+def _check_options(noise: Tensor, grid: Any, nfes: list[int], *, cond: dict | None, provenance: dict | None,
+                   family: str, candidates: Sequence[str] | None, holdout: float, refit: bool, starts: Sequence[str],
+                   effort: str, refine: dict | None, continue_steps: int | None, olss: dict | None, ridge: float,
+                   progress: bool) -> _Plan:
+    """Check :func:`auto_schedules`'s arguments (``noise`` ``(B, *shape)``, ``grid`` ``(N + 1,)``, ...) and return the
+    :class:`_Plan`: the sorted budgets, the candidates, the split of the B noises into the first ``n_fit`` to fit
+    and the last ``n_held`` to hold out, the refinement's options and ``conds``, the conditioning of each set."""
+    from . import SEARCHES
+
+    validate_noise(noise)
+    grid = validate_times(grid, "base grid")
+    if not isinstance(nfes, (list, tuple)) or not nfes:
+        raise BossflowError("give at least one step budget (NFE) as a list, e.g. [2, 4].")
+    budgets = sorted({check_budget(k, grid.size - 1) for k in nfes})
+    if family not in FAMILIES:
+        raise BossflowError(f"family must be one of {', '.join(FAMILIES)}, got {family!r}.")
+    names = list(FAMILIES[family] if candidates is None else candidates)
+    allowed = [m for m in SEARCHES if m != "auto"] + ["refined-ls"]
+    bad = [m for m in names if m not in allowed]
+    if bad or not names or len(set(names)) != len(names):
+        raise BossflowError(f"auto candidates must be distinct names among {', '.join(allowed)}; got {names}.")
+    if family != "any" and any(m in NOT_EULER for m in names):
+        raise BossflowError(f"candidates {', '.join(NOT_EULER)} are not Euler schedules; family {family!r} cannot take them.")
+    bad_starts = [m for m in starts if m not in SEARCHES or m in ("refined", "auto")]
+    if bad_starts or not starts:
+        raise BossflowError(
+            f"refinement starts must be Euler searches such as uniform, bellman, global-dp, or olss; got {list(starts)}."
+        )
+    holdout = _check_fraction(holdout)
+    if not isinstance(effort, str) or effort not in EFFORTS:
+        raise BossflowError(f"effort must be one of {', '.join(EFFORTS)}, got {effort!r}.")
+    if continue_steps is None:
+        continue_steps = EFFORTS[effort]["continue_steps"]
+    if isinstance(continue_steps, bool) or not isinstance(continue_steps, int) or continue_steps < 1:
+        raise BossflowError(f"continue_steps must be an integer >= 1, got {continue_steps!r}.")
+    n = int(noise.shape[0])
+    if n < 2:
+        raise BossflowError("auto needs at least 2 search noises (some to fit, some to validate).")
+    n_held = min(max(1, round(holdout * n)), n - 1)
+    n_fit = n - n_held
+    select_opts = {**EFFORTS[effort]["refine"], **(refine or {})}
+    if "eval_times" in select_opts:
+        raise BossflowError("auto sets the refinement's eval_times from family; pass family='times' for step times only.")
+    olss_opts = dict(olss or {})
+    cond = dict(cond or {})
+    fit_idx, held_idx = torch.arange(n_fit), torch.arange(n_fit, n)
+    conds = {"fit": select_cond(cond, fit_idx, n) if cond else {},
+             "held": select_cond(cond, held_idx, n) if cond else {}, "all": cond}
+    return _Plan(
+        grid=grid, budgets=budgets, family=family, effort=effort, names=names, starts=starts, samples=n, n_fit=n_fit,
+        n_held=n_held, select_opts=select_opts, continue_steps=continue_steps,
+        lstsq_steps=EFFORTS[effort]["lstsq_steps"], eval_times=family != "times", olss_opts=olss_opts, conds=conds,
+        ridge=ridge, refit=refit, progress=progress, provenance=provenance,
+    )
+
+
+def _solve_teacher(model: Callable[..., Tensor], noise: Tensor, plan: _Plan) -> _Run:
+    """Open the progress bar and solve the teacher: the dopri5 endpoints ``(B, *shape)`` at ``t = 1`` of ``noise``
+    ``(B, *shape)`` at ``t = 0``. Returns the :class:`_Run` with the noise sets ``"fit"``, ``"held"`` and ``"all"``,
+    each ``(noise, teacher endpoints, conditioning)``."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=2 + 2 * len(plan.names), desc="auto", unit="stage", disable=not plan.progress)
+    counted = NFECounter(model)
+    bar.set_postfix_str("teacher")
+    target = reference_solve(counted, noise, cond=plan.conds["all"] or None)
+    n_fit = plan.n_fit
+    sets = {"fit": (noise[:n_fit], target[:n_fit], plan.conds["fit"]),
+            "held": (noise[n_fit:], target[n_fit:], plan.conds["held"]), "all": (noise, target, plan.conds["all"])}
+    return _Run(plan, counted, bar, sets, counted.samples)
+
+
+def _stage(run: _Run, text: str) -> None:
+    """Advance the progress bar by one stage, labelled ``text``."""
+    run.bar.set_postfix_str(text, refresh=False)
+    run.bar.update(1)
+
+
+def _grid_search(run: _Run, name: str, which: str, ks: list[int]) -> dict[int, Schedule]:
+    """Search ``name`` on the noise set ``which``, once for all ``ks`` (the DPs get all budgets from one pass)."""
+    from . import SEARCHES
+
+    key = (name, which, tuple(ks))
+    if key not in run.grid_fits:
+        x, _, kw = run.sets[which]
+        options = run.plan.olss_opts if name == "olss" else {}
+        run.grid_fits[key] = SEARCHES[name](run.counted, x, run.plan.grid, ks, cond=kw or None, **options)
+    return run.grid_fits[key]
+
+
+def _refine_fit(run: _Run, k: int) -> Schedule:
+    """The selection-stage refinement for budget ``k`` on the fitting noises, from every start's schedule; once."""
+    plan = run.plan
+    if k not in run.refined_fit:
+        x, y, kw = run.sets["fit"]
+        begin = [_as_euler_start(_grid_search(run, s, "fit", plan.budgets)[k]) for s in plan.starts]
+        found = refine_schedule(run.counted, x, begin, target=y, eval_times=plan.eval_times, cond=kw or None,
+                                **{"progress": plan.progress, **plan.select_opts})
+        run.backward_rows += int(found.meta["backward_rows"])
+        run.refined_fit[k] = found
+    return run.refined_fit[k]
+
+
+def _continue_refinement(run: _Run, which: str, start: Schedule, steps: int, **options: Any) -> Schedule:
+    """``steps`` more L-BFGS evaluations of the refinement from ``start`` on the noise set ``which``, no late starts."""
+    plan = run.plan
+    x, y, kw = run.sets[which]
+    found = refine_schedule(
+        run.counted, x, start, target=y, eval_times=plan.eval_times, steps=steps, late_starts=(), cond=kw or None,
+        batch_size=plan.select_opts.get("batch_size"), lr=plan.select_opts.get("lr", 1.0), progress=plan.progress,
+        **options,
+    )
+    run.backward_rows += int(found.meta["backward_rows"])
+    return found
+
+
+def _refine_all(run: _Run, k: int) -> Schedule:
+    """The winning refinement for budget ``k`` continued on every noise from its selection-stage schedule; once."""
+    if k not in run.refined_all:
+        fitted = _refine_fit(run, k)
+        found = _continue_refinement(run, "all", fitted, run.plan.continue_steps)
+        run.refined_all[k] = found.with_meta(
+            start=fitted.meta["start"], late_start=fitted.meta["late_start"], continued_from=found.meta["start_loss"],
+            screen_steps=fitted.meta["screen_steps"], candidates=fitted.meta["candidates"],
+            steps=fitted.meta["steps"] + run.plan.continue_steps,
+            evaluations=fitted.meta["evaluations"] + found.meta["evaluations"],
+        )
+    return run.refined_all[k]
+
+
+def _rmse(run: _Run, schedule: Schedule, which: str) -> float:
+    """Endpoint RMSE of ``schedule``'s own sampler on the noise set ``which`` against the teacher endpoints (its
+    sampler runs from ``t = 0`` to ``t = 1``); ``inf`` when it diverges."""
+    from . import sample_with
+
+    x, y, kw = run.sets[which]
+    x1 = sample_with(run.counted, x, schedule, cond=kw or None)
+    value = endpoint_rmse(x1, y) if torch.isfinite(x1).all() else math.inf
+    return value if math.isfinite(value) else math.inf
+
+
+def _held_rmse(run: _Run, name: str, k: int) -> float:
+    """Held-out RMSE of candidate ``name`` fitted for budget ``k`` (``refined``: the refined fit), once."""
+    if (name, k) not in run.held:
+        schedule = _refine_fit(run, k) if name == "refined" else run.fitted[name][k]
+        run.held[name, k] = _rmse(run, schedule, "held")
+    return run.held[name, k]
+
+
+def _contended(run: _Run, k: int) -> bool:
+    """Whether the refined fit is within :data:`CONTENTION` of the best other candidate on the held-out noises."""
+    others = [m for m in run.plan.names if m not in ("refined", "refined-ls")]
+    if not others:
+        return True
+    return _held_rmse(run, "refined", k) <= CONTENTION * min(_held_rmse(run, m, k) for m in others)
+
+
+def _refine_lstsq_times(run: _Run, k: int) -> Schedule:
+    """The refined fit for budget ``k`` with its step and evaluation times refitted on the fitting noises for a
+    least-squares last step (``refine_schedule(last_step="lstsq")``): an OLSS-type ``refined-ls`` schedule."""
+    euler_fit = _refine_fit(run, k)
+    found = _continue_refinement(run, "fit", euler_fit, run.plan.lstsq_steps, last_step="lstsq", ridge=run.plan.ridge)
+    return found.with_meta(
+        method="refined-ls", base="refined", start=euler_fit.meta["start"], late_start=euler_fit.meta["late_start"],
+        screen_steps=euler_fit.meta["screen_steps"], candidates=euler_fit.meta["candidates"],
+        steps=euler_fit.meta["steps"], lstsq_steps=found.meta["steps"], euler_loss=euler_fit.meta["loss"],
+        evaluations=euler_fit.meta["evaluations"] + found.meta["evaluations"],
+    )
+
+
+def _refine_lstsq(run: _Run, k: int, which: str) -> Schedule:
+    """``refined-ls`` for budget ``k`` on the noise set ``which`` (see the module docstring): where the refinement is
+    in contention, the refined fit's times refitted for a least-squares last step, whose coefficients alone are
+    refitted on every noise; elsewhere the refined schedule with its last step refitted."""
+    x, y, kw = run.sets[which]
+    options = {"ridge": run.plan.ridge, "cond": kw or None, "batch_size": run.plan.select_opts.get("batch_size")}
+    if k not in run.lstsq_fit and not _contended(run, k):
+        run.lstsq_fit[k] = None
+    if k in run.lstsq_fit and run.lstsq_fit[k] is None:
+        base = _refine_fit(run, k) if which == "fit" else _refine_all(run, k)
+        return refit_last_step(run.counted, x, y, base, **options).with_meta(method="refined-ls", lstsq_steps=0)
+    if which == "all":
+        fitted_ls = run.lstsq_fit[k]
+        # Refit from the Euler form, so the ridge pulls towards Euler's coefficients as in the fit.
+        euler_form = Schedule(fitted_ls.times, fitted_ls.eval_times,
+                              **{key: v for key, v in fitted_ls.meta.items() if key != "olss"})
+        refitted = refit_last_step(run.counted, x, y, euler_form, **options)
+        return refitted.with_meta(method="refined-ls", base="refined", fitted_loss=fitted_ls.meta["loss"])
+    if k not in run.lstsq_fit:
+        run.lstsq_fit[k] = _refine_lstsq_times(run, k)
+    return run.lstsq_fit[k]
+
+
+def _candidate(run: _Run, name: str, which: str, ks: list[int]) -> dict[int, Schedule]:
+    """Candidate ``name`` fitted on the noise set ``which`` (``"fit"`` or ``"all"``) for budgets ``ks``:
+    ``{k: Schedule}``."""
+    if name == "refined":
+        return {k: (_refine_fit(run, k) if which == "fit" else _refine_all(run, k)) for k in ks}
+    if name == "refined-ls":
+        return {k: _refine_lstsq(run, k, which) for k in ks}
+    return {k: _grid_search(run, name, which, run.plan.budgets if which == "fit" else ks)[k] for k in ks}
+
+
+def _fit_candidates(run: _Run) -> None:
+    """Fit every candidate for every budget on the fitting noises, into ``run.fitted`` (``{name: {k: Schedule}}``)."""
+    names = run.plan.names
+    # refined-ls last: it reuses the refined fit and looks at the others' held-out errors.
+    for name in [m for m in names if m != "refined-ls"] + [m for m in names if m == "refined-ls"]:
+        _stage(run, f"fit {name}")
+        run.fitted[name] = _candidate(run, name, "fit", run.plan.budgets)
+    _stage(run, "score")
+
+
+def _select(run: _Run) -> tuple[dict[int, dict[str, float]], dict[int, dict[str, float]], dict[int, str]]:
+    """Score the fitted candidates on the held-out noises and pick each budget's winner (module docstring, "Select").
+
+    Returns ``(scores, search_scores, selected)``: ``{k: {name: held-out RMSE}}``, ``{k: {grid search: RMSE on
+    every search noise}}`` (empty with fewer than two grid searches) and ``{k: winning name}``.
+    """
+    plan = run.plan
+    names = plan.names
+    scores = {k: {name: _held_rmse(run, name, k) for name in names} for k in plan.budgets}
+    grids = [m for m in names if m in GRID_SEARCHES]
+    search_scores: dict[int, dict[str, float]] = {k: {} for k in plan.budgets}
+    if len(grids) > 1:
+        for name in grids:
+            for k in plan.budgets:
+                fit_rmse = _rmse(run, run.fitted[name][k], "fit")
+                mse = (plan.n_fit * fit_rmse ** 2 + plan.n_held * scores[k][name] ** 2) / plan.samples
+                search_scores[k][name] = math.sqrt(mse)
+    selected = {}
+    for k in plan.budgets:
+        finalists = [m for m in names if m not in grids]
+        if len(grids) == 1:
+            finalists += grids
+        elif grids:
+            finalists.append(min(grids, key=lambda m: (search_scores[k][m], names.index(m))))
+        selected[k] = min(finalists, key=lambda m: (scores[k][m], names.index(m)))
+    return scores, search_scores, selected
+
+
+def _refit_winners(run: _Run, selected: dict[int, str]) -> dict[int, Schedule]:
+    """Each budget's winner refitted on every noise, one call per winning search (as fitted if not ``refit``), and
+    the progress bar closed: ``{k: Schedule}``."""
+    chosen: dict[int, Schedule] = {}
+    for name in run.plan.names:
+        _stage(run, f"refit {name}")
+        ks = [k for k in run.plan.budgets if selected[k] == name]
+        if ks:
+            chosen.update(_candidate(run, name, "all", ks) if run.plan.refit else {k: run.fitted[name][k] for k in ks})
+    _stage(run, "done")
+    run.bar.close()
+    return chosen
+
+
+def _with_call_meta(run: _Run, chosen: dict[int, Schedule], scores: dict[int, dict[str, float]],
+                    search_scores: dict[int, dict[str, float]], selected: dict[int, str]) -> dict[int, Schedule]:
+    """The returned ``{k: Schedule}``: each winner's times, with the selection and the whole call's cost as meta
+    (see :func:`auto_schedules`'s Returns)."""
+    plan = run.plan
+    # Forward rows of every process (under torch.distributed each also solved the teacher).
+    rows, teacher_rows = (int(v) for v in all_reduce_sum_float64([run.counted.samples, run.teacher_rows]))
+    fine = rows / ((plan.grid.size - 1) * plan.samples)
+    out = {}
+    for k in plan.budgets:
+        win = chosen[k]
+        own = {key: value for key, value in win.meta.items() if key != "olss"}
+        meta = {
+            **(plan.provenance or {}),
+            "method": "auto",
+            "family": plan.family,
+            "effort": plan.effort,
+            "selected": selected[k],
+            "holdout_rmse": {m: (v if math.isfinite(v) else None) for m, v in scores[k].items()},
+            "search_rmse": {m: (v if math.isfinite(v) else None) for m, v in search_scores[k].items()},
+            "refit": bool(plan.refit),
+            "samples": plan.samples,
+            "fit_samples": plan.n_fit,
+            "holdout_samples": plan.n_held,
+            "candidate_meta": own,
+            "model_rows": rows,
+            "backward_rows": run.backward_rows,
+            "teacher_rows": teacher_rows,
+            "fine_trajectories": fine,
+        }
+        if "olss" in win.meta:
+            meta["olss"] = win.meta["olss"]
+        out[k] = Schedule(win.times, win.eval_times, **meta)
+    return out
+
+
 def auto_schedules(
-    model: Callable[..., Tensor],
-    noise: Tensor,
-    grid: Any,
-    nfes: list[int],
-    *,
-    cond: dict | None = None,
-    provenance: dict | None = None,
+    model: Callable[..., Tensor], noise: Tensor, grid: Any, nfes: list[int], *,
+    cond: dict | None = None, provenance: dict | None = None,
     family: str = "any",
     candidates: Sequence[str] | None = None,
     holdout: float = 0.25,
@@ -322,13 +687,8 @@ def auto_schedules(
     deterministic.
 
     Args:
-        model: velocity model ``model(x, t, **cond)``; 0 = noise, 1 = data. Refinement needs
-            it differentiable in ``x`` and ``t``.
-        noise: ``(B, *shape)`` search noises at ``t = 0``, ``B >= 2``.
-        grid: ``(N + 1,)`` base grid for the grid searches.
-        nfes: step budgets, each in ``1..N``.
-        cond: conditioning for every model call; per-sample tensors follow their samples.
-        provenance: metadata stored in every schedule.
+        model, noise, grid, nfes, cond, provenance: as for every search (:mod:`bossflow.search`);
+            refinement needs ``model`` differentiable in ``x`` and ``t``, and ``B >= 2`` noises.
         family: ``"any"``, ``"euler"`` (Euler steps with evaluation times: what straightening
             takes) or ``"times"`` (step times only: what diffusers and flow_matching take).
         candidates: names of :data:`bossflow.search.SEARCHES` (except ``auto``) and ``refined-ls``,
@@ -374,246 +734,14 @@ def auto_schedules(
         >>> s.meta["method"], s.meta["holdout_rmse"][s.meta["selected"]] == min(s.meta["holdout_rmse"].values())
         ('auto', True)
     """
-    from . import SEARCHES, sample_with
-
-    validate_noise(noise)
-    grid = validate_times(grid, "base grid")
-    if not isinstance(nfes, (list, tuple)) or not nfes:
-        raise BossflowError("give at least one step budget (NFE) as a list, e.g. [2, 4].")
-    budgets = sorted({check_budget(k, grid.size - 1) for k in nfes})
-    if family not in FAMILIES:
-        raise BossflowError(f"family must be one of {', '.join(FAMILIES)}, got {family!r}.")
-    names = list(FAMILIES[family] if candidates is None else candidates)
-    allowed = [m for m in SEARCHES if m != "auto"] + ["refined-ls"]
-    bad = [m for m in names if m not in allowed]
-    if bad or not names or len(set(names)) != len(names):
-        raise BossflowError(f"auto candidates must be distinct names among {', '.join(allowed)}; got {names}.")
-    if family != "any" and any(m in NOT_EULER for m in names):
-        raise BossflowError(f"candidates {', '.join(NOT_EULER)} are not Euler schedules; family {family!r} cannot take them.")
-    bad_starts = [m for m in starts if m not in SEARCHES or m in ("refined", "auto")]
-    if bad_starts or not starts:
-        raise BossflowError(
-            f"refinement starts must be Euler searches such as uniform, bellman, global-dp, or olss; got {list(starts)}."
-        )
-    holdout = _check_fraction(holdout)
-    if not isinstance(effort, str) or effort not in EFFORTS:
-        raise BossflowError(f"effort must be one of {', '.join(EFFORTS)}, got {effort!r}.")
-    if continue_steps is None:
-        continue_steps = EFFORTS[effort]["continue_steps"]
-    lstsq_steps = EFFORTS[effort]["lstsq_steps"]
-    if isinstance(continue_steps, bool) or not isinstance(continue_steps, int) or continue_steps < 1:
-        raise BossflowError(f"continue_steps must be an integer >= 1, got {continue_steps!r}.")
-    n = int(noise.shape[0])
-    if n < 2:
-        raise BossflowError("auto needs at least 2 search noises (some to fit, some to validate).")
-    n_held = min(max(1, round(holdout * n)), n - 1)
-    n_fit = n - n_held
-    select_opts = {**EFFORTS[effort]["refine"], **(refine or {})}
-    if "eval_times" in select_opts:
-        raise BossflowError("auto sets the refinement's eval_times from family; pass family='times' for step times only.")
-    eval_times = family != "times"
-    olss_opts = dict(olss or {})
-    cond = dict(cond or {})
-    fit_idx, held_idx = torch.arange(n_fit), torch.arange(n_fit, n)
-    cond_fit = select_cond(cond, fit_idx, n) if cond else {}
-    cond_held = select_cond(cond, held_idx, n) if cond else {}
-
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=2 + 2 * len(names), desc="auto", unit="stage", disable=not progress)
-
-    def stage(text: str) -> None:
-        bar.set_postfix_str(text, refresh=False)
-        bar.update(1)
-
-    counted = NFECounter(model)
-    bar.set_postfix_str("teacher")
-    target = reference_solve(counted, noise, cond=cond or None)
-    teacher_rows = counted.samples
-    backward_rows = 0
-
-    sets = {"fit": (noise[:n_fit], target[:n_fit], cond_fit), "all": (noise, target, cond)}
-    cache: dict[tuple[str, str, tuple[int, ...]], dict[int, Schedule]] = {}
-
-    def grid_search(name: str, which: str, ks: list[int]) -> dict[int, Schedule]:
-        """Search ``name`` on the noise set ``which``, once for all ``ks`` (the DPs get all budgets from one pass)."""
-        key = (name, which, tuple(ks))
-        if key not in cache:
-            x, _, kw = sets[which]
-            options = olss_opts if name == "olss" else {}
-            cache[key] = SEARCHES[name](counted, x, grid, ks, cond=kw or None, **options)
-        return cache[key]
-
-    refined_fit: dict[int, Schedule] = {}
-    refined_all: dict[int, Schedule] = {}
-
-    def refine_fit(k: int) -> Schedule:
-        """The selection-stage refinement on the fitting noises."""
-        nonlocal backward_rows
-        if k not in refined_fit:
-            x, y, kw = sets["fit"]
-            begin = [_as_euler_start(grid_search(s, "fit", budgets)[k]) for s in starts]
-            found = refine_schedule(counted, x, begin, target=y, eval_times=eval_times, cond=kw or None,
-                                    **{"progress": progress, **select_opts})
-            backward_rows += int(found.meta["backward_rows"])
-            refined_fit[k] = found
-        return refined_fit[k]
-
-    def refine_all(k: int) -> Schedule:
-        """The winning refinement continued on every noise from its selection-stage schedule."""
-        nonlocal backward_rows
-        if k not in refined_all:
-            fitted = refine_fit(k)
-            found = refine_schedule(
-                counted, noise, fitted, target=target, eval_times=eval_times, steps=continue_steps, late_starts=(),
-                cond=cond or None, batch_size=select_opts.get("batch_size"), lr=select_opts.get("lr", 1.0),
-                progress=progress,
-            )
-            backward_rows += int(found.meta["backward_rows"])
-            refined_all[k] = found.with_meta(
-                start=fitted.meta["start"], late_start=fitted.meta["late_start"], continued_from=found.meta["start_loss"],
-                screen_steps=fitted.meta["screen_steps"], candidates=fitted.meta["candidates"],
-                steps=fitted.meta["steps"] + continue_steps, evaluations=fitted.meta["evaluations"] + found.meta["evaluations"],
-            )
-        return refined_all[k]
-
-    lstsq_fit: dict[int, Schedule | None] = {}  # None: not in contention, plain refit
-
-    def rmse(schedule: Schedule, x: Tensor, y: Tensor, kw: dict) -> float:
-        """Endpoint RMSE of ``schedule``'s own sampler from ``x`` against ``y``; ``inf`` when it diverges."""
-        x1 = sample_with(counted, x, schedule, cond=kw or None)
-        value = endpoint_rmse(x1, y) if torch.isfinite(x1).all() else math.inf
-        return value if math.isfinite(value) else math.inf
-
-    x_held, y_held = noise[n_fit:], target[n_fit:]
-    held: dict[tuple[str, int], float] = {}
-
-    def held_rmse(name: str, k: int) -> float:
-        """Held-out RMSE of candidate ``name`` fitted for budget ``k`` (``refined``: the refined fit), once."""
-        if (name, k) not in held:
-            schedule = refine_fit(k) if name == "refined" else fitted[name][k]
-            held[name, k] = rmse(schedule, x_held, y_held, cond_held)
-        return held[name, k]
-
-    def contended(k: int) -> bool:
-        """Whether the refined fit is within :data:`CONTENTION` of the best other candidate on the held-out noises."""
-        others = [m for m in names if m not in ("refined", "refined-ls")]
-        if not others:
-            return True
-        return held_rmse("refined", k) <= CONTENTION * min(held_rmse(m, k) for m in others)
-
-    def refine_lstsq(k: int, which: str) -> Schedule:
-        """``refined-ls`` (see the docstring): where the refinement is in contention, the refined fit's times
-        refitted for a least-squares last step, whose coefficients alone are refitted on every noise;
-        elsewhere the refined schedule with its last step refitted."""
-        nonlocal backward_rows
-        x, y, kw = sets[which]
-        rows = select_opts.get("batch_size")
-        if k not in lstsq_fit and not contended(k):
-            lstsq_fit[k] = None
-        if k in lstsq_fit and lstsq_fit[k] is None:
-            base = refine_fit(k) if which == "fit" else refine_all(k)
-            return refit_last_step(counted, x, y, base, ridge=ridge, cond=kw or None, batch_size=rows).with_meta(
-                method="refined-ls", lstsq_steps=0)
-        if which == "all":
-            fitted_ls = lstsq_fit[k]
-            # Refit from the Euler form, so the ridge pulls towards Euler's coefficients as in the fit.
-            euler_form = Schedule(fitted_ls.times, fitted_ls.eval_times,
-                                  **{key: v for key, v in fitted_ls.meta.items() if key != "olss"})
-            refitted = refit_last_step(counted, x, y, euler_form, ridge=ridge, cond=kw or None, batch_size=rows)
-            return refitted.with_meta(method="refined-ls", base="refined", fitted_loss=fitted_ls.meta["loss"])
-        if k not in lstsq_fit:
-            euler_fit = refine_fit(k)
-            found = refine_schedule(
-                counted, x, euler_fit, target=y, eval_times=eval_times, steps=lstsq_steps, late_starts=(),
-                cond=kw or None, batch_size=rows, lr=select_opts.get("lr", 1.0),
-                last_step="lstsq", ridge=ridge, progress=progress,
-            )
-            backward_rows += int(found.meta["backward_rows"])
-            lstsq_fit[k] = found.with_meta(
-                method="refined-ls", base="refined", start=euler_fit.meta["start"], late_start=euler_fit.meta["late_start"],
-                screen_steps=euler_fit.meta["screen_steps"], candidates=euler_fit.meta["candidates"],
-                steps=euler_fit.meta["steps"], lstsq_steps=found.meta["steps"], euler_loss=euler_fit.meta["loss"],
-                evaluations=euler_fit.meta["evaluations"] + found.meta["evaluations"],
-            )
-        return lstsq_fit[k]
-
-    fitted: dict[str, dict[int, Schedule]] = {}
-
-    def run(name: str, which: str, ks: list[int]) -> dict[int, Schedule]:
-        """Candidate ``name`` fitted on the noise set ``which`` for budgets ``ks``."""
-        if name == "refined":
-            return {k: (refine_fit(k) if which == "fit" else refine_all(k)) for k in ks}
-        if name == "refined-ls":
-            return {k: refine_lstsq(k, which) for k in ks}
-        return {k: grid_search(name, which, budgets if which == "fit" else ks)[k] for k in ks}
-
-    # Fit every candidate on the fitting noises; refined-ls last (it reuses the refined fit and
-    # looks at the others' held-out errors).
-    for name in [m for m in names if m != "refined-ls"] + [m for m in names if m == "refined-ls"]:
-        stage(f"fit {name}")
-        fitted[name] = run(name, "fit", budgets)
-    stage("score")
-
-    # Score on the held-out noises.
-    scores = {k: {name: held_rmse(name, k) for name in names} for k in budgets}
-    # Grid searches are ranked among themselves on every search noise (see "Select" above).
-    grids = [m for m in names if m in GRID_SEARCHES]
-    search_scores: dict[int, dict[str, float]] = {k: {} for k in budgets}
-    if len(grids) > 1:
-        x_fit, y_fit, kw_fit = sets["fit"]
-        for name in grids:
-            for k in budgets:
-                mse = (n_fit * rmse(fitted[name][k], x_fit, y_fit, kw_fit) ** 2 + n_held * scores[k][name] ** 2) / n
-                search_scores[k][name] = math.sqrt(mse)
-    selected = {}
-    for k in budgets:
-        finalists = [m for m in names if m not in grids]
-        if len(grids) == 1:
-            finalists += grids
-        elif grids:
-            finalists.append(min(grids, key=lambda m: (search_scores[k][m], names.index(m))))
-        selected[k] = min(finalists, key=lambda m: (scores[k][m], names.index(m)))
-
-    # Refit each winner on every noise, one call per winning search.
-    chosen: dict[int, Schedule] = {}
-    for name in names:
-        stage(f"refit {name}")
-        ks = [k for k in budgets if selected[k] == name]
-        if ks:
-            chosen.update(run(name, "all", ks) if refit else {k: fitted[name][k] for k in ks})
-    stage("done")
-    bar.close()
-
-    # Forward rows of every process (under torch.distributed each also solved the teacher).
-    rows, teacher_rows = (int(v) for v in all_reduce_sum_float64([counted.samples, teacher_rows]))
-    fine = rows / ((grid.size - 1) * n)
-    out = {}
-    for k in budgets:
-        win = chosen[k]
-        own = {key: value for key, value in win.meta.items() if key != "olss"}
-        meta = {
-            **(provenance or {}),
-            "method": "auto",
-            "family": family,
-            "effort": effort,
-            "selected": selected[k],
-            "holdout_rmse": {m: (v if math.isfinite(v) else None) for m, v in scores[k].items()},
-            "search_rmse": {m: (v if math.isfinite(v) else None) for m, v in search_scores[k].items()},
-            "refit": bool(refit),
-            "samples": n,
-            "fit_samples": n_fit,
-            "holdout_samples": n_held,
-            "candidate_meta": own,
-            "model_rows": rows,
-            "backward_rows": backward_rows,
-            "teacher_rows": teacher_rows,
-            "fine_trajectories": fine,
-        }
-        if "olss" in win.meta:
-            meta["olss"] = win.meta["olss"]
-        out[k] = Schedule(win.times, win.eval_times, **meta)
-    return out
+    plan = _check_options(noise, grid, nfes, cond=cond, provenance=provenance, family=family, candidates=candidates,
+                          holdout=holdout, refit=refit, starts=starts, effort=effort, refine=refine,
+                          continue_steps=continue_steps, olss=olss, ridge=ridge, progress=progress)
+    run = _solve_teacher(model, noise, plan)
+    _fit_candidates(run)
+    scores, search_scores, selected = _select(run)
+    chosen = _refit_winners(run, selected)
+    return _with_call_meta(run, chosen, scores, search_scores, selected)
 
 
 __all__ = ["CANDIDATES", "EFFORTS", "FAMILIES", "auto_schedules", "refit_last_step"]

@@ -286,13 +286,8 @@ def _is_doubling(k: int, base: int) -> bool:
 
 
 def ays_schedules(
-    model: Callable[..., Tensor],
-    noise: Tensor,
-    grid: Any,
-    nfes: list[int],
-    *,
-    cond: dict | None = None,
-    provenance: dict | None = None,
+    model: Callable[..., Tensor], noise: Tensor, grid: Any, nfes: list[int], *,
+    cond: dict | None = None, provenance: dict | None = None,
     objective: Literal["klub", "euler"] = "klub",
     base_nfe: int | None = None,
     init: str = "uniform",
@@ -304,12 +299,7 @@ def ays_schedules(
     """AYS-style :class:`Schedule` for each budget in ``nfes``: refine the base budget, subdivide, refine again.
 
     Args:
-        model: velocity model ``model(x, t, **cond)``.
-        noise: ``(B, *shape)`` search noises at ``t = 0``.
-        grid: ``(N + 1,)`` base grid times; schedules are subsets of it.
-        nfes: step budgets (Euler NFE), each in ``1..N``.
-        cond: conditioning for every model call.
-        provenance: metadata stored in every schedule; search results win on shared keys.
+        model, noise, grid, nfes, cond, provenance: as for every search (:mod:`bossflow.search`).
         objective: interval proxy, ``"klub"`` (default) or ``"euler"`` (module docstring).
         base_nfe: the budget optimised from ``init``; default ``min(10, N)`` (AYS's 10).
         init: the family the base budget starts from: ``"uniform"``, ``"edm"`` or ``"shift"``.

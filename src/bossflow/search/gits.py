@@ -230,13 +230,8 @@ def gits_paths(cost: Any, max_nfe: int, coeff: float = 1.0) -> dict[int, tuple[n
 
 
 def gits_schedules(
-    model: Callable[..., Tensor],
-    noise: Tensor,
-    grid: Any,
-    nfes: list[int],
-    *,
-    cond: dict | None = None,
-    provenance: dict | None = None,
+    model: Callable[..., Tensor], noise: Tensor, grid: Any, nfes: list[int], *,
+    cond: dict | None = None, provenance: dict | None = None,
     metric: Literal["l2", "l1", "dev"] = "l2",
     coeff: float = 1.0,
     reference: Literal["euler", "heun"] = "heun",
@@ -246,12 +241,7 @@ def gits_schedules(
     """GITS-style :class:`Schedule` for each budget in ``nfes``, from one cost matrix and one DP.
 
     Args:
-        model: velocity model ``model(x, t, **cond)``.
-        noise: ``(B, *shape)`` search noises at ``t = 0``.
-        grid: ``(N + 1,)`` base grid times; schedules are subsets of it.
-        nfes: step budgets (Euler NFE), each in ``1..N``.
-        cond: conditioning for every model call.
-        provenance: metadata stored in every schedule; search results win on shared keys.
+        model, noise, grid, nfes, cond, provenance: as for every search (:mod:`bossflow.search`).
         metric: ``"l2"`` (default), ``"l1"`` or ``"dev"`` (see the module docstring).
         coeff: GITS's discount (1.0 = plain DP; the released code uses 1.15).
         reference: teacher sub-steps, ``"heun"`` or ``"euler"``.

@@ -769,13 +769,8 @@ def _lstsq_update(times: np.ndarray, coef: np.ndarray) -> dict[str, Any]:
 
 
 def refined_schedules(
-    model: Callable[..., Tensor],
-    noise: Tensor,
-    grid: Any,
-    nfes: list[int],
-    *,
-    cond: dict | None = None,
-    provenance: dict | None = None,
+    model: Callable[..., Tensor], noise: Tensor, grid: Any, nfes: list[int], *,
+    cond: dict | None = None, provenance: dict | None = None,
     starts: Sequence[str] = ("uniform", "bellman", "global-dp"),
     eval_times: bool = True,
     target: Tensor | None = None,
@@ -789,12 +784,7 @@ def refined_schedules(
     computed once and shared by every budget.
 
     Args:
-        model: velocity model ``model(x, t, **cond)``; 0 = noise, 1 = data.
-        noise: ``(B, *shape)`` search noises.
-        grid: ``(N + 1,)`` base grid for the start searches.
-        nfes: step budgets.
-        cond: conditioning for every model call.
-        provenance: metadata stored in every schedule.
+        model, noise, grid, nfes, cond, provenance: as for every search (:mod:`bossflow.search`).
         starts: start searches; each budget's candidates are their schedules.
         eval_times: also fit per-step evaluation times (the large gain at 2-4 NFE).
         target: ``(B, *shape)`` teacher endpoints of ``noise``; default ``reference_solve``.

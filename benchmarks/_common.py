@@ -19,6 +19,22 @@ import bossflow as bf
 from bossflow.models import gmm_2d, gmm_64d
 
 
+N_STEPS = 100
+"""Base grid intervals of the search benchmarks (the paper's 100-step uniform grid)."""
+SEARCH_SAMPLES = 256
+"""Search noises of the search benchmarks."""
+EVAL_SAMPLES = 1000
+"""Fresh noises each schedule is scored on."""
+PEER_NFES = (2, 4, 6, 8)
+"""Budgets of the peer-search benchmarks."""
+
+
+def print_report(name: str, *parts: Callable[[], str]) -> None:
+    """Print the ``## name (machine)`` header, then each part's table, blank-line separated."""
+    print(f"## {name} ({machine_line()})\n")
+    print("\n\n".join(part() for part in parts))
+
+
 def time_once(fn: Callable[[], Any]) -> tuple[float, Any]:
     """Run ``fn()`` once; return ``(seconds, result)`` measured with ``time.perf_counter``."""
     start = time.perf_counter()

@@ -33,7 +33,7 @@ import numpy as np
 
 import bossflow as bf
 
-from _common import apply_thread_option, fmt_seconds, machine_line, markdown_table, median, time_repeats, verdict
+from _common import apply_thread_option, fmt_seconds, markdown_table, median, print_report, time_repeats, verdict
 
 SEED = 0
 LARGE_N, LARGE_NFE = 1000, 50
@@ -177,10 +177,7 @@ def bench_small() -> str:
 
 def main() -> None:
     apply_thread_option(__doc__.splitlines()[0])
-    print(f"## bench_bellman ({machine_line()})\n")
-    print(bench_large())
-    print()
-    print(bench_small())
+    print_report("bench_bellman", bench_large, bench_small)
 
 
 if __name__ == "__main__":

@@ -40,9 +40,9 @@ from bossflow.cost import gram_cost_sums, model_fingerprint, noise_fingerprint
 from _common import (
     apply_thread_option,
     fmt_seconds,
-    machine_line,
     markdown_table,
     median,
+    print_report,
     time_once,
     time_repeats,
     verdict,
@@ -204,10 +204,7 @@ def bench_pipeline_overhead(repeats: int = 3) -> str:
 
 def main() -> None:
     apply_thread_option(__doc__.splitlines()[0])
-    print(f"## bench_cost_matrix ({machine_line()})\n")
-    print(bench_gram_vs_naive())
-    print()
-    print(bench_pipeline_overhead())
+    print_report("bench_cost_matrix", bench_gram_vs_naive, bench_pipeline_overhead)
 
 
 if __name__ == "__main__":

@@ -39,12 +39,20 @@ from bossflow.search import boss_schedules, global_error_schedules
 from bossflow.search.evolution import evolution_schedules
 from bossflow.search.olss import olss_schedules, olss_solve
 
-from _common import apply_thread_option, exact_flow_cases, fmt_seconds, markdown_table, search_header, time_once
+from _common import (
+    EVAL_SAMPLES,
+    N_STEPS,
+    PEER_NFES,
+    SEARCH_SAMPLES,
+    apply_thread_option,
+    exact_flow_cases,
+    fmt_seconds,
+    markdown_table,
+    search_header,
+    time_once,
+)
 
-N_STEPS = 100
-SEARCH_SAMPLES = 256
-EVAL_SAMPLES = 1000
-NFES = [2, 4, 6, 8]
+NFES = list(PEER_NFES)
 
 EULER_METHODS = {
     "BOSS": lambda m, noise, grid: boss_schedules(m, noise, grid, NFES),

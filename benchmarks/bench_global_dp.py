@@ -29,12 +29,20 @@ import torch
 import bossflow as bf
 from bossflow.search import global_error_paths
 
-from _common import apply_thread_option, exact_flow_cases, fmt_seconds, markdown_table, search_header, time_once
+from _common import (
+    EVAL_SAMPLES,
+    N_STEPS,
+    PEER_NFES,
+    SEARCH_SAMPLES,
+    apply_thread_option,
+    exact_flow_cases,
+    fmt_seconds,
+    markdown_table,
+    search_header,
+    time_once,
+)
 
-N_STEPS = 100
-SEARCH_SAMPLES = 256
-EVAL_SAMPLES = 1000
-NFES = (2, 4, 6, 8)
+NFES = PEER_NFES
 
 
 def rmse_along(model: bf.VelocityModel, z: torch.Tensor, reference: torch.Tensor, times) -> float:

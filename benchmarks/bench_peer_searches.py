@@ -31,12 +31,20 @@ from bossflow.search import boss_schedules, global_error_schedules
 from bossflow.search.ays import ays_schedules
 from bossflow.search.gits import gits_schedules
 
-from _common import apply_thread_option, exact_flow_cases, fmt_seconds, markdown_table, search_header, time_once
+from _common import (
+    EVAL_SAMPLES,
+    N_STEPS,
+    PEER_NFES,
+    SEARCH_SAMPLES,
+    apply_thread_option,
+    exact_flow_cases,
+    fmt_seconds,
+    markdown_table,
+    search_header,
+    time_once,
+)
 
-N_STEPS = 100
-SEARCH_SAMPLES = 256
-EVAL_SAMPLES = 1000
-NFES = [2, 4, 6, 8]
+NFES = list(PEER_NFES)
 SEARCHES = {
     "BOSS": (boss_schedules, {}),
     "global-dp": (global_error_schedules, {}),

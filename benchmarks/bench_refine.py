@@ -46,7 +46,11 @@ from bossflow.search import global_error_paths
 from bossflow.search.refine import refine_schedule
 
 from _common import (
+    EVAL_SAMPLES,
+    N_STEPS,
     OSS_CODE,
+    PEER_NFES,
+    SEARCH_SAMPLES,
     apply_thread_option,
     exact_flow_cases,
     fmt_seconds,
@@ -57,10 +61,7 @@ from _common import (
     verdict,
 )
 
-N_STEPS = 100
-SEARCH_SAMPLES = 256
-EVAL_SAMPLES = 1000
-NFES = (2, 4, 6, 8)
+NFES = PEER_NFES
 ORACLE_RANDOM_STARTS = 2
 ORACLE_SCREEN, ORACLE_STEPS = 100, 400
 

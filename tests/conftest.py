@@ -23,3 +23,19 @@ def _deterministic_threads():
     # one thread: the tensors here are small, and a loaded 2-core machine stalls multi-threaded kernels
     torch.set_num_threads(1)
     yield
+
+
+class Interrupting(torch.nn.Module):
+    """gmm-2d that raises KeyboardInterrupt after ``limit`` calls, like a user's Ctrl-C."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        from bossflow.models import gmm_2d
+
+        self.inner, self.limit, self.calls = gmm_2d(), limit, 0
+
+    def forward(self, x, t):
+        self.calls += 1
+        if self.calls > self.limit:
+            raise KeyboardInterrupt
+        return self.inner(x, t)

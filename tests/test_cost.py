@@ -6,6 +6,7 @@ import bossflow as bf
 from bossflow.cost import gram_cost_sums, pair_cost_sums
 from bossflow.errors import BossflowError, CostMatrixError, FileFormatError, ScheduleError
 from bossflow.models import gmm_2d, gmm_64d
+from conftest import Interrupting
 
 
 def per_pair_definition(model, noise, grid, substeps=1):
@@ -90,22 +91,6 @@ def test_conditioning_is_sliced_with_the_noise():
     labels = torch.arange(5)
     bf.cost_matrix(model, noise, [0.0, 0.5, 1.0], batch_size=2, cond={"label": labels})
     assert [c.tolist() for c in calls[::2]] == [[0, 1], [2, 3], [4]]
-
-
-class Interrupting(torch.nn.Module):
-    """gmm-2d that raises KeyboardInterrupt after a number of calls, like a user's Ctrl-C."""
-
-    def __init__(self, limit):
-        super().__init__()
-        self.inner = gmm_2d()
-        self.limit = limit
-        self.calls = 0
-
-    def forward(self, x, t):
-        self.calls += 1
-        if self.calls > self.limit:
-            raise KeyboardInterrupt
-        return self.inner(x, t)
 
 
 def test_checkpoint_resumes_and_caches(tmp_path):

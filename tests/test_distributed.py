@@ -29,6 +29,7 @@ from bossflow.models import gmm_2d
 from bossflow.pairs import teacher_pairs
 from bossflow.search.auto import auto_schedules
 from bossflow.search.refine import refine_schedule
+from conftest import Interrupting
 from bossflow.straighten import CHECKPOINT_NAME, straighten
 
 WORLD = 2
@@ -202,24 +203,12 @@ def test_schedule_command_takes_device_auto_and_bf16(tmp_path):
 # --- two processes -------------------------------------------------------------------------
 
 
-class _Interrupting(torch.nn.Module):
-    def __init__(self, limit: int) -> None:
-        super().__init__()
-        self.inner, self.limit, self.calls = gmm_2d(), limit, 0
-
-    def forward(self, x, t):
-        self.calls += 1
-        if self.calls > self.limit:
-            raise KeyboardInterrupt
-        return self.inner(x, t)
-
-
 def test_cost_matrix_on_two_processes_equals_one_process(tmp_path):
     model, noise, grid = _cost_setup()
     single = bf.cost_matrix(model, noise, grid, batch_size=COST_BATCH)
     # A one-process run interrupted after two batches leaves a checkpoint the two processes resume.
     with pytest.raises(KeyboardInterrupt):
-        bf.cost_matrix(_Interrupting(limit=45), noise, grid, batch_size=COST_BATCH, checkpoint=tmp_path / "partial.npz",
+        bf.cost_matrix(Interrupting(limit=45), noise, grid, batch_size=COST_BATCH, checkpoint=tmp_path / "partial.npz",
                        model_id="m")
     _spawn("cost", tmp_path)
     upper = np.triu_indices(grid.size, 1)

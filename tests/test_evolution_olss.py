@@ -264,10 +264,7 @@ def test_olss_solve_refuses_schedules_without_coefficients():
     ],
 )
 def test_evolution_bad_inputs(options):
-    model, noise, grid = make_case("gmm-2d", 20, 8)
-    args = {"noise": noise, "grid": grid, "nfes": [2], **options}
-    with pytest.raises(BossflowError):
-        evolution_schedules(model, args.pop("noise"), args.pop("grid"), args.pop("nfes"), **args)
+    _assert_refused(evolution_schedules, options)
 
 
 @pytest.mark.parametrize(
@@ -288,7 +285,12 @@ def test_evolution_bad_inputs(options):
     ],
 )
 def test_olss_bad_inputs(options):
+    _assert_refused(olss_schedules, options)
+
+
+def _assert_refused(search, options):
+    """``search`` on a small gmm-2d case, with ``options`` overriding noise, grid, nfes or options, raises."""
     model, noise, grid = make_case("gmm-2d", 20, 8)
     args = {"noise": noise, "grid": grid, "nfes": [2], **options}
     with pytest.raises(BossflowError):
-        olss_schedules(model, args.pop("noise"), args.pop("grid"), args.pop("nfes"), **args)
+        search(model, args.pop("noise"), args.pop("grid"), args.pop("nfes"), **args)

@@ -72,6 +72,17 @@ def check_budget(nfe: Any, n: int) -> int:
     return int(nfe)
 
 
+def check_budgets(nfes: Any, n: int) -> list[int]:
+    """The distinct step budgets of ``nfes``, sorted, each checked by :func:`check_budget`.
+
+    Raises:
+        CostMatrixError: no budget, or one that is not an integer in ``1..n``.
+    """
+    if not nfes:
+        raise CostMatrixError("give at least one step budget (NFE).")
+    return sorted({check_budget(k, n) for k in nfes})
+
+
 def least_cost_paths(
     cost: np.ndarray, max_nfe: int, step_weights: Any = None
 ) -> dict[int, tuple[np.ndarray, float]]:
@@ -172,13 +183,10 @@ def bellman_schedules(cost: Any, grid: Any, nfes: list[int], **meta: Any) -> dic
     c = validate_cost_matrix(cost)
     if grid.shape != (c.shape[0],):
         raise CostMatrixError(f"the grid has {grid.size} times but the cost matrix is {c.shape[0]} x {c.shape[0]}.")
-    if not nfes:
-        raise CostMatrixError("give at least one step budget (NFE).")
-    for k in nfes:
-        check_budget(k, c.shape[0] - 1)
-    paths = bellman_paths(c, max(nfes))
+    budgets = check_budgets(nfes, c.shape[0] - 1)
+    paths = bellman_paths(c, budgets[-1])
     out = {}
-    for k in sorted(set(int(k) for k in nfes)):
+    for k in budgets:
         if k not in paths:
             raise CostMatrixError(f"no path with {k} steps has finite cost; the matrix forbids too many jumps.")
         idx, total = paths[k]

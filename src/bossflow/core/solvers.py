@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Union
 
 import numpy as np
 import torch
@@ -65,7 +65,11 @@ class Trajectory:
     vs: Tensor
 
 
-def schedule_times(times: Schedule | Tensor | np.ndarray | list) -> tuple[np.ndarray, np.ndarray]:
+Times = Union[Schedule, Tensor, np.ndarray, list]
+"""What the solvers take as a schedule: a :class:`Schedule`, or its K + 1 step times."""
+
+
+def schedule_times(times: Times) -> tuple[np.ndarray, np.ndarray]:
     """Step times and evaluation times of anything that describes a schedule.
 
     Returns:
@@ -105,7 +109,7 @@ def _grad_context(enable_grad: bool) -> contextlib.AbstractContextManager:
 def euler(
     model: Callable[..., Tensor],
     x0: Tensor,
-    times: Schedule | Tensor | np.ndarray | list,
+    times: Times,
     *,
     eval_times: Tensor | np.ndarray | list | None = None,
     cond: dict | None = None,
@@ -144,7 +148,7 @@ def euler(
 def heun(
     model: Callable[..., Tensor],
     x0: Tensor,
-    times: Schedule | Tensor | np.ndarray | list,
+    times: Times,
     *,
     cond: dict | None = None,
     enable_grad: bool = False,
@@ -186,13 +190,7 @@ def heun(
     return x
 
 
-def rk4(
-    model: Callable[..., Tensor],
-    x0: Tensor,
-    times: Schedule | Tensor | np.ndarray | list,
-    *,
-    cond: dict | None = None,
-) -> Tensor:
+def rk4(model: Callable[..., Tensor], x0: Tensor, times: Times, *, cond: dict | None = None) -> Tensor:
     """Classical fourth-order Runge-Kutta along ``times``. 4K NFE."""
     ts, _ = schedule_times(times)
     cond = cond or {}
@@ -333,20 +331,13 @@ def trajectory_batches(
         yield begin, end, traj
 
 
-def batched_trajectory(
-    model: Callable[..., Tensor],
-    noise: Tensor,
-    grid: np.ndarray | Tensor | list,
-    *,
-    batch_size: int,
-    substeps: int = 1,
-    method: str = "euler",
-    cond: dict | None = None,
-) -> Trajectory:
-    """:func:`fine_trajectory` of all of ``noise``, integrated ``batch_size`` samples at a time (``xs`` ``(N + 1, B, *shape)``)."""
-    parts = [traj for _, _, traj in trajectory_batches(
-        model, noise, grid, batch_size=batch_size, substeps=substeps, method=method, cond=cond
-    )]
+def batched_trajectory(model: Callable[..., Tensor], noise: Tensor, grid: np.ndarray | Tensor | list, *,
+                       batch_size: int, **options: Any) -> Trajectory:
+    """:func:`fine_trajectory` of all of ``noise``, integrated ``batch_size`` samples at a time (``xs`` ``(N + 1, B, *shape)``).
+
+    ``options`` (``substeps``, ``method``, ``cond``) are those of :func:`trajectory_batches`.
+    """
+    parts = [traj for _, _, traj in trajectory_batches(model, noise, grid, batch_size=batch_size, **options)]
     if len(parts) == 1:
         return parts[0]
     return Trajectory(parts[0].times, torch.cat([t.xs for t in parts], dim=1), torch.cat([t.vs for t in parts], dim=1))

@@ -62,7 +62,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..core.bellman import check_budget, validate_cost_matrix
+from ..core.bellman import check_budgets, validate_cost_matrix
 from ..core.cost import finish_cost_matrix, gram_cost_sums
 from ..core.errors import BossflowError, CostMatrixError
 from ..core.noise import validate_noise
@@ -338,9 +338,7 @@ def ays_schedules(
     if init not in SCHEDULE_FAMILIES:
         raise BossflowError(f"init must be one of {', '.join(SCHEDULE_FAMILIES)}, got {init!r}.")
     max_sweeps = _positive_int(max_sweeps, "max_sweeps")
-    if not nfes:
-        raise CostMatrixError("give at least one step budget (NFE).")
-    budgets = sorted({check_budget(k, n) for k in nfes})
+    budgets = check_budgets(nfes, n)
     cost = ays_interval_costs(
         model, noise, grid, objective=objective, cond=cond, reference=reference, substeps=substeps,
         batch_size=batch_size,

@@ -55,7 +55,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..core.bellman import check_budget, least_cost_paths, square_matrix
+from ..core.bellman import check_budget, check_budgets, least_cost_paths, square_matrix
 from ..core.cost import cost_matrix, finish_cost_matrix
 from ..core.errors import BossflowError, CostMatrixError
 from ..core.noise import validate_noise
@@ -267,9 +267,7 @@ def gits_schedules(
     validate_noise(noise)
     _check_options(metric, reference, substeps, batch_size)
     coeff = _check_coeff(coeff)
-    if not nfes:
-        raise CostMatrixError("give at least one step budget (NFE).")
-    budgets = sorted({check_budget(k, grid.size - 1) for k in nfes})
+    budgets = check_budgets(nfes, grid.size - 1)
     cost = gits_cost_matrix(
         model, noise, grid, metric=metric, cond=cond, reference=reference, substeps=substeps, batch_size=batch_size
     )

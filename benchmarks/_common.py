@@ -68,6 +68,16 @@ def verdict(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
 
 
+def target_row(what: str, value: str, ratio: str, target: str, ok: bool) -> list[str]:
+    """A table row that checks a target: ``[what, value, ratio, target, PASS/FAIL]``."""
+    return [what, value, ratio, target, verdict(ok)]
+
+
+def section(title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A ``###`` heading over a Markdown table."""
+    return title + "\n\n" + markdown_table(headers, rows)
+
+
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """A GitHub-flavoured Markdown table of ``rows`` under ``headers``."""
     lines = ["| " + " | ".join(str(h) for h in headers) + " |"]

@@ -33,7 +33,7 @@ import numpy as np
 
 import bossflow as bf
 
-from _common import apply_thread_option, fmt_seconds, markdown_table, median, print_report, time_repeats, verdict
+from _common import apply_thread_option, fmt_seconds, median, print_report, section, target_row, time_repeats
 
 SEED = 0
 LARGE_N, LARGE_NFE = 1000, 50
@@ -118,26 +118,16 @@ def bench_large() -> str:
     t_fast, t_numpy = median(fast_times), median(numpy_times)
     rows = [
         ["NumPy vectorised DP (baseline)", fmt_seconds(t_numpy), "1.0x", "", ""],
-        [
-            f"bf.bellman_paths(C, {LARGE_NFE})",
-            fmt_seconds(t_fast),
-            f"{t_numpy / t_fast:.1f}x",
-            f"< {TARGET_LARGE_SECONDS} s",
-            verdict(t_fast < TARGET_LARGE_SECONDS),
-        ],
-        [
-            "max abs. total difference vs NumPy",
-            f"{diff:.1e}",
-            "",
-            f"<= {TOTAL_TOLERANCE:.0e}",
-            verdict(diff <= TOTAL_TOLERANCE),
-        ],
+        target_row(f"bf.bellman_paths(C, {LARGE_NFE})", fmt_seconds(t_fast), f"{t_numpy / t_fast:.1f}x",
+                   f"< {TARGET_LARGE_SECONDS} s", t_fast < TARGET_LARGE_SECONDS),
+        target_row("max abs. total difference vs NumPy", f"{diff:.1e}", "",
+                   f"<= {TOTAL_TOLERANCE:.0e}", diff <= TOTAL_TOLERANCE),
     ]
     title = (
         f"### (a) bellman_paths on N = {LARGE_N}, budgets 1..{LARGE_NFE} "
         f"(median of {len(fast_times)} / {len(numpy_times)} runs)"
     )
-    return title + "\n\n" + markdown_table(["what", "time", "speedup", "target", "result"], rows)
+    return section(title, ["what", "time", "speedup", "target", "result"], rows)
 
 
 def bench_small() -> str:
@@ -152,27 +142,17 @@ def bench_small() -> str:
     speedup = t_naive / t_fast
     rows = [
         ["pure-Python triple loop (baseline)", fmt_seconds(t_naive), "1.0x", "", ""],
-        [
-            f"bf.bellman_paths(C, {SMALL_NFE})",
-            fmt_seconds(t_fast),
-            f"{speedup:.1f}x",
-            f">= {TARGET_SPEEDUP:.0f}x",
-            verdict(speedup >= TARGET_SPEEDUP),
-        ],
-        [f"identical paths, budgets 1..{SMALL_NFE}", str(same_paths), "", "True", verdict(same_paths)],
-        [
-            "max total difference (relative)",
-            f"{worst:.1e}",
-            "",
-            f"<= {TOTAL_TOLERANCE:.0e}",
-            verdict(worst <= TOTAL_TOLERANCE),
-        ],
+        target_row(f"bf.bellman_paths(C, {SMALL_NFE})", fmt_seconds(t_fast), f"{speedup:.1f}x",
+                   f">= {TARGET_SPEEDUP:.0f}x", speedup >= TARGET_SPEEDUP),
+        target_row(f"identical paths, budgets 1..{SMALL_NFE}", str(same_paths), "", "True", same_paths),
+        target_row("max total difference (relative)", f"{worst:.1e}", "",
+                   f"<= {TOTAL_TOLERANCE:.0e}", worst <= TOTAL_TOLERANCE),
     ]
     title = (
         f"### (b) bellman_paths vs pure-Python DP on N = {SMALL_N}, budgets 1..{SMALL_NFE} "
         f"(best of {len(naive_times)} / {len(fast_times)} runs)"
     )
-    return title + "\n\n" + markdown_table(["what", "time", "speedup", "target", "result"], rows)
+    return section(title, ["what", "time", "speedup", "target", "result"], rows)
 
 
 def main() -> None:

@@ -37,16 +37,7 @@ import torch
 import bossflow as bf
 from bossflow.cost import gram_cost_sums, model_fingerprint, noise_fingerprint
 
-from _common import (
-    apply_thread_option,
-    fmt_seconds,
-    markdown_table,
-    median,
-    print_report,
-    time_once,
-    time_repeats,
-    verdict,
-)
+from _common import apply_thread_option, fmt_seconds, median, print_report, section, target_row, time_once, time_repeats
 
 N_STEPS = 100
 IMAGE_SHAPE = (3, 32, 32)
@@ -102,27 +93,17 @@ def bench_gram_vs_naive() -> str:
     rel = max_relative_difference_upper(matrix, naive)
     rows = [
         ["naive per-pair loop (float64)", fmt_seconds(t_naive), "1.0x (baseline)", "", ""],
-        [
-            "gram_cost_sums (matrix form)",
-            fmt_seconds(t_matrix),
-            f"{speedup:.1f}x",
-            f">= {TARGET_SPEEDUP:.0f}x",
-            verdict(speedup >= TARGET_SPEEDUP),
-        ],
-        [
-            "max rel. diff, upper triangle",
-            f"{rel:.2e}",
-            "",
-            f"<= {TARGET_REL_DIFF:.0e}",
-            verdict(rel <= TARGET_REL_DIFF),
-        ],
+        target_row("gram_cost_sums (matrix form)", fmt_seconds(t_matrix), f"{speedup:.1f}x",
+                   f">= {TARGET_SPEEDUP:.0f}x", speedup >= TARGET_SPEEDUP),
+        target_row("max rel. diff, upper triangle", f"{rel:.2e}", "",
+                   f"<= {TARGET_REL_DIFF:.0e}", rel <= TARGET_REL_DIFF),
     ]
     title = (
         f"### (a) Gram products vs per-pair loop: N = {N_STEPS}, B = {GRAM_BATCH}, "
         f"shape {IMAGE_SHAPE}, {N_STEPS * (N_STEPS + 1) // 2} pairs "
         f"(best of {len(matrix_times)} / {len(naive_times)} runs)"
     )
-    return title + "\n\n" + markdown_table(["what", "time", "speedup", "target", "result"], rows)
+    return section(title, ["what", "time", "speedup", "target", "result"], rows)
 
 
 def make_model_and_noise() -> tuple[torch.nn.Module, torch.Tensor]:
@@ -183,13 +164,8 @@ def bench_pipeline_overhead(repeats: int = 3) -> str:
     rows = [
         [f"{N_STEPS} bare model calls (no_grad)", fmt_seconds(t_model), "1.000 (baseline)", "", ""],
         ["bf.cost_matrix (whole call)", fmt_seconds(t_total), f"{t_total / t_model:.3f}", "", ""],
-        [
-            "overhead (total - model) / model, best runs",
-            f"{overhead * 100:+.2f} %",
-            "",
-            f"<= {TARGET_OVERHEAD * 100:.0f} %",
-            verdict(overhead <= TARGET_OVERHEAD),
-        ],
+        target_row("overhead (total - model) / model, best runs", f"{overhead * 100:+.2f} %", "",
+                   f"<= {TARGET_OVERHEAD * 100:.0f} %", overhead <= TARGET_OVERHEAD),
         ["info: median of per-repeat overheads", f"{median(per_repeat) * 100:+.2f} %", "", "", ""],
         ["info: gram_cost_sums on a batch this size", fmt_seconds(t_gram), f"{t_gram / t_model:.3f}", "", ""],
         ["info: model + noise fingerprints", fmt_seconds(t_fp), f"{t_fp / t_model:.3f}", "", ""],
@@ -199,7 +175,7 @@ def bench_pipeline_overhead(repeats: int = 3) -> str:
         f"### (b) cost_matrix overhead over the model: TinyUNet(3, 32), B = {MODEL_BATCH}, N = {N_STEPS} "
         f"(best of {repeats} interleaved repeats; per-repeat overheads: {spread})"
     )
-    return title + "\n\n" + markdown_table(["what", "time", "ratio to model", "target", "result"], rows)
+    return section(title, ["what", "time", "ratio to model", "target", "result"], rows)
 
 
 def main() -> None:

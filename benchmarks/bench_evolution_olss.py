@@ -39,18 +39,8 @@ from bossflow.search import boss_schedules, global_error_schedules
 from bossflow.search.evolution import evolution_schedules
 from bossflow.search.olss import olss_schedules, olss_solve
 
-from _common import (
-    EVAL_SAMPLES,
-    N_STEPS,
-    PEER_NFES,
-    SEARCH_SAMPLES,
-    apply_thread_option,
-    exact_flow_cases,
-    fmt_seconds,
-    markdown_table,
-    search_header,
-    time_once,
-)
+from _common import EVAL_SAMPLES, N_STEPS, PEER_NFES, SEARCH_SAMPLES
+from _common import apply_thread_option, exact_flow_cases, fmt_seconds, markdown_table, search_header, time_once
 
 NFES = list(PEER_NFES)
 

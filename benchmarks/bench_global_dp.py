@@ -29,18 +29,8 @@ import torch
 import bossflow as bf
 from bossflow.search import global_error_paths
 
-from _common import (
-    EVAL_SAMPLES,
-    N_STEPS,
-    PEER_NFES,
-    SEARCH_SAMPLES,
-    apply_thread_option,
-    exact_flow_cases,
-    fmt_seconds,
-    markdown_table,
-    search_header,
-    time_once,
-)
+from _common import EVAL_SAMPLES, N_STEPS, PEER_NFES, SEARCH_SAMPLES
+from _common import apply_thread_option, exact_flow_cases, fmt_seconds, markdown_table, search_header, time_once
 
 NFES = PEER_NFES
 

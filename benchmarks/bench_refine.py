@@ -45,21 +45,9 @@ import bossflow as bf
 from bossflow.search import global_error_paths
 from bossflow.search.refine import refine_schedule
 
-from _common import (
-    EVAL_SAMPLES,
-    N_STEPS,
-    OSS_CODE,
-    PEER_NFES,
-    SEARCH_SAMPLES,
-    apply_thread_option,
-    exact_flow_cases,
-    fmt_seconds,
-    markdown_table,
-    random_starts,
-    search_header,
-    time_once,
-    verdict,
-)
+from _common import EVAL_SAMPLES, N_STEPS, OSS_CODE, PEER_NFES, SEARCH_SAMPLES
+from _common import apply_thread_option, exact_flow_cases, fmt_seconds, markdown_table, random_starts, search_header
+from _common import time_once, verdict
 
 NFES = PEER_NFES
 ORACLE_RANDOM_STARTS = 2

@@ -29,8 +29,9 @@ PEER_NFES = (2, 4, 6, 8)
 """Budgets of the peer-search benchmarks."""
 
 
-def print_report(name: str, *parts: Callable[[], str]) -> None:
-    """Print the ``## name (machine)`` header, then each part's table, blank-line separated."""
+def print_report(doc: str, name: str, *parts: Callable[[], str]) -> None:
+    """Take ``--threads`` (described by ``doc``'s first line), print ``## name (machine)``, then each part's table."""
+    apply_thread_option(doc.splitlines()[0])
     print(f"## {name} ({machine_line()})\n")
     print("\n\n".join(part() for part in parts))
 

@@ -33,7 +33,7 @@ import numpy as np
 
 import bossflow as bf
 
-from _common import apply_thread_option, fmt_seconds, median, print_report, section, target_row, time_repeats
+from _common import fmt_seconds, median, print_report, section, target_row, time_repeats
 
 SEED = 0
 LARGE_N, LARGE_NFE = 1000, 50
@@ -42,6 +42,7 @@ SMALL_N, SMALL_NFE = LARGE_N, LARGE_NFE  # the naive loop runs on the same probl
 TARGET_LARGE_SECONDS = 0.1
 TARGET_SPEEDUP = 30.0
 TOTAL_TOLERANCE = 1e-12
+HEADERS = ["what", "time", "speedup", "target", "result"]
 
 
 def random_cost_matrix(n: int, seed: int) -> np.ndarray:
@@ -123,11 +124,8 @@ def bench_large() -> str:
         target_row("max abs. total difference vs NumPy", f"{diff:.1e}", "",
                    f"<= {TOTAL_TOLERANCE:.0e}", diff <= TOTAL_TOLERANCE),
     ]
-    title = (
-        f"### (a) bellman_paths on N = {LARGE_N}, budgets 1..{LARGE_NFE} "
-        f"(median of {len(fast_times)} / {len(numpy_times)} runs)"
-    )
-    return section(title, ["what", "time", "speedup", "target", "result"], rows)
+    return section(f"### (a) bellman_paths on N = {LARGE_N}, budgets 1..{LARGE_NFE} "
+                   f"(median of {len(fast_times)} / {len(numpy_times)} runs)", HEADERS, rows)
 
 
 def bench_small() -> str:
@@ -148,17 +146,9 @@ def bench_small() -> str:
         target_row("max total difference (relative)", f"{worst:.1e}", "",
                    f"<= {TOTAL_TOLERANCE:.0e}", worst <= TOTAL_TOLERANCE),
     ]
-    title = (
-        f"### (b) bellman_paths vs pure-Python DP on N = {SMALL_N}, budgets 1..{SMALL_NFE} "
-        f"(best of {len(naive_times)} / {len(fast_times)} runs)"
-    )
-    return section(title, ["what", "time", "speedup", "target", "result"], rows)
-
-
-def main() -> None:
-    apply_thread_option(__doc__.splitlines()[0])
-    print_report("bench_bellman", bench_large, bench_small)
+    return section(f"### (b) bellman_paths vs pure-Python DP on N = {SMALL_N}, budgets 1..{SMALL_NFE} "
+                   f"(best of {len(naive_times)} / {len(fast_times)} runs)", HEADERS, rows)
 
 
 if __name__ == "__main__":
-    main()
+    print_report(__doc__, "bench_bellman", bench_large, bench_small)

@@ -37,7 +37,7 @@ import torch
 import bossflow as bf
 from bossflow.cost import gram_cost_sums, model_fingerprint, noise_fingerprint
 
-from _common import apply_thread_option, fmt_seconds, median, print_report, section, target_row, time_once, time_repeats
+from _common import fmt_seconds, median, print_report, section, target_row, time_once, time_repeats
 
 N_STEPS = 100
 IMAGE_SHAPE = (3, 32, 32)
@@ -171,17 +171,10 @@ def bench_pipeline_overhead(repeats: int = 3) -> str:
         ["info: model + noise fingerprints", fmt_seconds(t_fp), f"{t_fp / t_model:.3f}", "", ""],
     ]
     spread = ", ".join(f"{o * 100:+.1f} %" for o in per_repeat)
-    title = (
-        f"### (b) cost_matrix overhead over the model: TinyUNet(3, 32), B = {MODEL_BATCH}, N = {N_STEPS} "
-        f"(best of {repeats} interleaved repeats; per-repeat overheads: {spread})"
-    )
-    return section(title, ["what", "time", "ratio to model", "target", "result"], rows)
-
-
-def main() -> None:
-    apply_thread_option(__doc__.splitlines()[0])
-    print_report("bench_cost_matrix", bench_gram_vs_naive, bench_pipeline_overhead)
+    return section(f"### (b) cost_matrix overhead over the model: TinyUNet(3, 32), B = {MODEL_BATCH}, N = {N_STEPS} "
+                   f"(best of {repeats} interleaved repeats; per-repeat overheads: {spread})",
+                   ["what", "time", "ratio to model", "target", "result"], rows)
 
 
 if __name__ == "__main__":
-    main()
+    print_report(__doc__, "bench_cost_matrix", bench_gram_vs_naive, bench_pipeline_overhead)

@@ -1,8 +1,8 @@
 """The ``bossflow`` command: the top-level parser, one subcommand per module, errors as one line.
 
 Bad input prints one line ``bossflow: error: ...`` and exits with status 2. Every command
-module has ``HELP``, ``DESCRIPTION``, ``EXAMPLES``, ``add_arguments(parser)`` and
-``run(args) -> int``; torch is imported only by ``run``, so ``bossflow --help`` and
+module's docstring is its ``--help`` description (or its ``DESCRIPTION``, where that is
+computed); it has ``HELP``, ``EXAMPLES``, ``add_arguments(parser)`` and ``run(args) -> int``; torch is imported only by ``run``, so ``bossflow --help`` and
 ``bossflow CMD --help`` stay fast.
 """
 
@@ -26,7 +26,8 @@ COMMANDS = {"schedule": schedule, "demo": demo, "bench": bench, "evaluate": eval
 def add_subcommand(subparsers: Any, name: str) -> argparse.ArgumentParser:
     """Add command ``name`` (a key of :data:`COMMANDS`) to ``subparsers``, with its options, and return its parser."""
     module = COMMANDS[name]
-    parser = subparsers.add_parser(name, help=module.HELP, description=module.DESCRIPTION, epilog=module.EXAMPLES,
+    description = getattr(module, "DESCRIPTION", module.__doc__)
+    parser = subparsers.add_parser(name, help=module.HELP, description=description, epilog=module.EXAMPLES,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
     module.add_arguments(parser)
     return parser

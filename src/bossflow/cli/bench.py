@@ -1,4 +1,7 @@
-"""``bossflow bench``: schedule searches side by side on any models."""
+"""Run every schedule search (or those given) on each model, score every schedule on fresh
+noises (endpoint RMSE against a dopri5 reference, W2 to data) and report search time and
+model evaluations. Writes bench.md, bench.json and bench.csv.
+"""
 
 from __future__ import annotations
 
@@ -17,12 +20,6 @@ examples:
 """
 
 HELP = "run schedule searches side by side on any models"
-
-DESCRIPTION = (
-    "Run every schedule search (or those given) on each model, score every schedule on fresh "
-    "noises (endpoint RMSE against a dopri5 reference, W2 to data) and report search time and model "
-    "evaluations. Writes bench.md, bench.json and bench.csv."
-)
 
 
 def add_arguments(b: argparse.ArgumentParser) -> None:

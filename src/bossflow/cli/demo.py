@@ -1,4 +1,8 @@
-"""``bossflow demo``: every search on the mixture flows and the digits teacher, as a report with figures."""
+"""Run uniform, EDM, time-shift, BOSS and the other searches on the exact 2-D and 64-D
+Gaussian-mixture flows (NFE 2..10) and on the shipped digits teacher (a reduced set), and
+report endpoint errors, W2, MMD² and the digits Fréchet distance, with figures (schedules,
+error vs NFE, cost matrices, samples). Offline, CPU, a few minutes.
+"""
 
 from __future__ import annotations
 
@@ -13,13 +17,6 @@ examples:
 """
 
 HELP = "compare every schedule search on the mixture flows and the digits teacher; write a report with figures"
-
-DESCRIPTION = (
-    "Run uniform, EDM, time-shift, BOSS and the other searches on the exact 2-D and 64-D "
-    "Gaussian-mixture flows (NFE 2..10) and on the shipped digits teacher (a reduced set), and report endpoint "
-    "errors, W2, MMD² and the digits Fréchet distance, with figures (schedules, error vs NFE, cost matrices, "
-    "samples). Offline, CPU, a few minutes."
-)
 
 
 def add_arguments(d: argparse.ArgumentParser) -> None:

@@ -1,4 +1,7 @@
-"""``bossflow evaluate``: schedules measured on a model from fresh noises."""
+"""Sample a model along each schedule from the same noises and measure endpoint RMSE against
+the dopri5 reference, distances to the data, NFE spent and wall time. Prints a Markdown
+table and writes evaluate.md, evaluate.json and evaluate.csv.
+"""
 
 from __future__ import annotations
 
@@ -28,12 +31,6 @@ the real images' features under the same module.
 """
 
 HELP = "measure schedules on a model: endpoint error, W2, MMD, digits Fréchet distance, NFE, time"
-
-DESCRIPTION = (
-    "Sample a model along each schedule from the same noises and measure endpoint RMSE against the "
-    "dopri5 reference, distances to the data, NFE spent and wall time. Prints a Markdown table and writes "
-    "evaluate.md, evaluate.json and evaluate.csv."
-)
 
 
 def add_arguments(e: argparse.ArgumentParser) -> None:

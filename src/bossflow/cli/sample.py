@@ -1,4 +1,6 @@
-"""``bossflow sample``: sample a model along a schedule; an image grid (.png) or the arrays (.npy, .npz)."""
+"""Draw samples of a model along a schedule file or a baseline family at a given NFE,
+from seeded noises, and write an image grid or scatter plot (.png) or the samples (.npy, .npz).
+"""
 
 from __future__ import annotations
 
@@ -35,11 +37,6 @@ is the same whatever --n and --batch-size are.
 """
 
 HELP = "sample a model along a schedule; write an image grid (.png) or the arrays (.npy, .npz)"
-
-DESCRIPTION = (
-    "Draw samples of a model along a schedule file or a baseline family at a given NFE,\n"
-    "from seeded noises, and write an image grid or scatter plot (.png) or the samples (.npy, .npz)."
-)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

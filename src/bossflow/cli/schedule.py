@@ -1,4 +1,8 @@
-"""``bossflow schedule``: search few-step schedules for a model and write them to one JSON file."""
+"""Search a K-step sampling schedule of a model for every requested NFE and write them to one
+JSON file. The default, auto, keeps per budget the best of uniform steps, BOSS, OLSS and
+refined step and evaluation times on held-out noises; --method bellman is the paper's BOSS
+search alone (the BOSS cost matrix on a fine base grid, then dynamic programming).
+"""
 
 from __future__ import annotations
 
@@ -45,13 +49,6 @@ those libraries; see the README's Adapters section for diffusers and other conve
 """
 
 HELP = "find few-step sampling schedules for a flow model (auto by default; BOSS with --method bellman)"
-
-DESCRIPTION = (
-    "Search a K-step sampling schedule of a model for every requested NFE and write them to one "
-    "JSON file. The default, auto, keeps per budget the best of uniform steps, BOSS, OLSS and refined step and "
-    "evaluation times on held-out noises; --method bellman is the paper's BOSS search alone (the BOSS cost matrix "
-    "on a fine base grid, then dynamic programming)."
-)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -1,4 +1,10 @@
-"""``bossflow straighten``: fine-tune a model so that few Euler steps along its schedule land on its fine solution."""
+"""Straighten a flow along a schedule (BOSS, Nguyen et al. 2024): regress v(x_a, s_a) on
+(x_b - x_a) / (t_b - t_a) for teacher states at consecutive schedule times; with
+--objective rollout, the student's own K-step endpoint error against the teacher's
+solution; with --objective reflow, the reflow baseline (Liu et al. 2022) on the same couplings.
+Full fine-tuning, or LoRA adapters (peft) with --lora-rank. AdamW, gradient clipping,
+EMA weights, seeded, resumable.
+"""
 
 from __future__ import annotations
 
@@ -33,15 +39,6 @@ straightened along) and checkpoint.safetensors (for --resume).
 """
 
 HELP = "fine-tune a model so few Euler steps along its schedule land on its fine solution (BOSS; reflow baseline)"
-
-DESCRIPTION = (
-    "Straighten a flow along a schedule (BOSS, Nguyen et al. 2024): regress v(x_a, s_a) on\n"
-    "(x_b - x_a) / (t_b - t_a) for teacher states at consecutive schedule times; with\n"
-    "--objective rollout, the student's own K-step endpoint error against the teacher's\n"
-    "solution; with --objective reflow, the reflow baseline (Liu et al. 2022) on the same couplings.\n"
-    "Full fine-tuning, or LoRA adapters (peft) with --lora-rank. AdamW, gradient clipping,\n"
-    "EMA weights, seeded, resumable."
-)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

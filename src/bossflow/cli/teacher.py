@@ -1,4 +1,6 @@
-"""``bossflow teacher``: train a flow-matching teacher on built-in data and write its model directory."""
+"""Train a velocity network by conditional flow matching on the linear path
+(t = 0 noise, t = 1 data) with AdamW, gradient clipping, EMA weights and checkpoints.
+"""
 
 from __future__ import annotations
 
@@ -27,9 +29,7 @@ gives the same weights, with or without interruptions.
 HELP = "train a flow-matching teacher on built-in data (digits, gmm-2d, fashion-mnist)"
 
 DESCRIPTION = (
-    "Train a velocity network by conditional flow matching on the linear path\n"
-    "(t = 0 noise, t = 1 data) with AdamW, gradient clipping, EMA weights and checkpoints.\n\n"
-    "presets:\n" + "\n".join(f"  {name:<8} {preset.description}" for name, preset in TEACHER_PRESETS.items())
+    __doc__ + "\npresets:\n" + "\n".join(f"  {name:<8} {preset.description}" for name, preset in TEACHER_PRESETS.items())
 )
 
 

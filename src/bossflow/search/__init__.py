@@ -25,55 +25,25 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-import numpy as np
 from torch import Tensor
 
-from ..core.bellman import bellman_schedules
-from ..core.cost import cost_matrix
 from ..core.errors import BossflowError
-from ..core.schedules import SCHEDULE_FAMILIES, Schedule
+from ..core.schedules import Schedule
 from .auto import auto_schedules, refit_last_step
 from .ays import ays_schedules
+from .baselines import boss_schedules, family_search
 from .evolution import evolution_schedules
 from .gits import gits_schedules
 from .global_dp import global_error_paths, global_error_schedules
 from .olss import olss_schedules, olss_solve
 from .refine import refine_schedule, refined_schedules
+from .registry import SEARCHES, WITH_PROGRESS
 from .sampling import sample, sample_with
 
-SearchFunction = Callable[..., dict[int, Schedule]]
-
-
-def _family(name: str) -> SearchFunction:
-    def family_schedules(
-        model: Any, noise: Tensor, grid: Any, nfes: list[int], *, cond: dict | None = None,
-        provenance: dict | None = None, **options: Any,
-    ) -> dict[int, Schedule]:
-        """A baseline family: no search, model and noise unused."""
-        return {int(k): SCHEDULE_FAMILIES[name](int(k), **options).with_meta(**(provenance or {}), method=name) for k in nfes}
-
-    family_schedules.__name__ = f"{name}_schedules"
-    return family_schedules
-
-
-def boss_schedules(
-    model: Callable[..., Tensor], noise: Tensor, grid: Any, nfes: list[int], *,
-    cond: dict | None = None, provenance: dict | None = None,
-    **options: Any,
-) -> dict[int, Schedule]:
-    """BOSS (Nguyen et al., ICLR 2024): cost matrix on ``grid`` from ``noise``, then the Bellman DP.
-
-    ``options`` go to :func:`bossflow.cost_matrix` (``batch_size``, ``substeps``, ``checkpoint``, ...).
-    """
-    cost = cost_matrix(model, noise, grid, cond=cond, **options)
-    meta = {**(provenance or {}), "samples": int(noise.shape[0])}
-    return bellman_schedules(cost, np.asarray(grid, dtype=np.float64), list(nfes), **meta)
-
-
-SEARCHES: dict[str, SearchFunction] = {
-    "uniform": _family("uniform"),
-    "edm": _family("edm"),
-    "shift": _family("shift"),
+SEARCHES.update({
+    "uniform": family_search("uniform"),
+    "edm": family_search("edm"),
+    "shift": family_search("shift"),
     "bellman": boss_schedules,
     "global-dp": global_error_schedules,
     "gits": gits_schedules,
@@ -82,9 +52,7 @@ SEARCHES: dict[str, SearchFunction] = {
     "olss": olss_schedules,
     "refined": refined_schedules,
     "auto": auto_schedules,
-}
-WITH_PROGRESS = ("bellman", "global-dp", "evolution", "refined", "auto")
-"""Searches that take ``progress=True`` (a tqdm bar over their long work); the others take seconds."""
+})
 
 
 def search(

@@ -162,6 +162,8 @@ from ..core.schedules import Schedule, validate_times
 from ..core.solvers import NFECounter, reference_solve, select_cond
 from .olss import UPDATE, _check_coefficients, _gram, _model_rows
 from .refine import euler_update, last_step_coefficients, refine_schedule
+from .registry import SEARCHES
+from .sampling import sample_with
 
 FAMILIES = {
     "any": ("uniform", "bellman", "olss", "refined", "refined-ls"),
@@ -381,7 +383,6 @@ def _check_options(noise: Tensor, grid: Any, nfes: list[int], *, cond: dict | No
     """Check :func:`auto_schedules`'s arguments (``noise`` ``(B, *shape)``, ``grid`` ``(N + 1,)``, ...) and return the
     :class:`_Plan`: the sorted budgets, the candidates, the split of the B noises into the first ``n_fit`` to fit
     and the last ``n_held`` to hold out, the refinement's options and ``conds``, the conditioning of each set."""
-    from . import SEARCHES
 
     validate_noise(noise)
     grid = validate_times(grid, "base grid")
@@ -454,7 +455,6 @@ def _stage(run: _Run, text: str) -> None:
 
 def _grid_search(run: _Run, name: str, which: str, ks: list[int]) -> dict[int, Schedule]:
     """Search ``name`` on the noise set ``which``, once for all ``ks`` (the DPs get all budgets from one pass)."""
-    from . import SEARCHES
 
     key = (name, which, tuple(ks))
     if key not in run.grid_fits:
@@ -507,7 +507,6 @@ def _refine_all(run: _Run, k: int) -> Schedule:
 def _rmse(run: _Run, schedule: Schedule, which: str) -> float:
     """Endpoint RMSE of ``schedule``'s own sampler on the noise set ``which`` against the teacher endpoints (its
     sampler runs from ``t = 0`` to ``t = 1``); ``inf`` when it diverges."""
-    from . import sample_with
 
     x, y, kw = run.sets[which]
     x1 = sample_with(run.counted, x, schedule, cond=kw or None)

@@ -97,6 +97,7 @@ from ..core.noise import validate_noise
 from ..core.schedules import Schedule
 from ..core.solvers import NFECounter, euler, reference_solve, select_cond
 from .olss import UPDATE
+from .registry import SEARCHES, WITH_PROGRESS
 
 
 def schedule_from_params(logits: Tensor, offsets: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -797,7 +798,6 @@ def refined_schedules(
     """
     from tqdm.auto import tqdm
 
-    from . import SEARCHES, WITH_PROGRESS
 
     unknown = [s for s in starts if s not in SEARCHES or s in ("refined", "olss")]
     if unknown or not starts:

@@ -25,6 +25,7 @@ import hashlib
 import io
 import json
 import os
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -189,6 +190,91 @@ def load_cost_matrix(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
     return finish_cost_matrix(sums, done, meta.get("dim")), meta
 
 
+def _checkpoint_meta(
+    model: Callable[..., Tensor], noise: Tensor, grid: np.ndarray, dim: int | None, substeps: int, reference: str,
+    pair_cost: PairCost | None, model_id: str | None,
+) -> dict:
+    """The metadata a checkpoint records, all of which (but ``format``) a resumed run must match."""
+    return {
+        "format": COST_FORMAT,
+        "grid": [float(g) for g in grid],
+        "n_samples": int(noise.shape[0]),
+        "dim": dim,
+        "substeps": int(substeps),
+        "reference": reference,
+        "pair_cost": None if pair_cost is None else getattr(pair_cost, "__qualname__", repr(pair_cost)),
+        "model": model_id or model_fingerprint(model),
+        "noise": noise_fingerprint(noise),
+    }
+
+
+def _resume_state(path: Path | None, meta: dict, size: int) -> tuple[np.ndarray, int, bool]:
+    """``(sums, samples_done, complete)`` from the checkpoint at ``path``, or zero ``(size, size)`` sums without one.
+
+    Raises:
+        FileFormatError: the file is not a readable cost-matrix file.
+        CostMatrixError: the file was made with other metadata than ``meta``.
+    """
+    if path is None or not path.exists():
+        return np.zeros((size, size), dtype=np.float64), 0, False
+    sums, done, saved = _load_state(path)
+    for k in (k for k in meta if k != "format"):
+        if saved.get(k) != meta[k]:
+            raise CostMatrixError(
+                f"checkpoint {path} was made with a different {k}; delete it or pass another checkpoint path."
+            )
+    return sums, done, bool(saved.get("complete"))
+
+
+def _shard_sums(
+    model: Callable[..., Tensor], noise: Tensor, grid: np.ndarray, lo: int, hi: int, *, substeps: int,
+    reference: str, pair_cost: PairCost | None, cond: dict, chunk_bytes: int,
+) -> np.ndarray:
+    """Summed one-step costs ``(N + 1, N + 1)`` of the fine trajectories of the noises ``lo:hi`` (from ``t = 0``)."""
+    traj = fine_trajectory(model, noise[lo:hi], grid, substeps=substeps, method=reference,
+                           cond=select_cond(cond, slice(lo, hi), int(noise.shape[0])))
+    if pair_cost is None:
+        return gram_cost_sums(traj.xs, traj.vs, grid, chunk_bytes=chunk_bytes)
+    return pair_cost_sums(traj.xs, traj.vs, grid, pair_cost)
+
+
+def _stream_batches(
+    shard_sums: Callable[[int, int], np.ndarray], sums: np.ndarray, done: int, *, batch_size: int,
+    path: Path | None, meta: dict, progress: bool,
+) -> None:
+    """Add the costs of samples ``done`` onwards to ``sums`` ``(N + 1, N + 1)`` in place, round by round.
+
+    Args:
+        shard_sums: ``(lo, hi) -> (N + 1, N + 1)`` summed costs of the samples ``lo:hi``.
+        sums: running float64 sums of the first ``done`` samples.
+        done: samples already in ``sums`` (from a checkpoint, else 0).
+        batch_size: samples per rank and round.
+        path: checkpoint written (by rank 0) after every round, or None.
+        meta: the checkpoint's metadata (``n_samples`` included), without ``complete``.
+        progress: show a tqdm bar over samples (on rank 0).
+    """
+    from tqdm.auto import tqdm
+
+    # Each round takes the next `batch_size * world` samples; every rank integrates its contiguous
+    # share of them (at most batch_size) and the round's float64 sums are added over ranks. So the
+    # samples done are always a prefix: a checkpoint resumes on any number of ranks, and the sums
+    # equal one process's up to the order of float64 additions.
+    n_samples = meta["n_samples"]
+    world, me = world_size(), rank()
+    window = batch_size * world
+    with tqdm(total=n_samples, initial=done, desc="cost matrix", unit="sample",
+              disable=not progress or not is_main()) as bar:
+        for begin in range(done, n_samples, window):
+            end = min(begin + window, n_samples)
+            lo, hi = (begin + i for i in shard_range(end - begin, me, world))
+            part = shard_sums(lo, hi) if hi > lo else np.zeros_like(sums)
+            sums += all_reduce_sum_float64(part) if world > 1 else part
+            done = end
+            if path is not None and is_main():
+                _save_state(path, sums, done, {**meta, "complete": done == n_samples})
+            bar.update(done - bar.n)
+
+
 def cost_matrix(
     model: Callable[..., Tensor],
     noise: Tensor,
@@ -252,59 +338,15 @@ def cost_matrix(
         raise BossflowError(f"batch_size must be a positive integer, got {batch_size!r}.")
     n_samples = int(noise.shape[0])
     dim = None if pair_cost is not None else int(np.prod(noise.shape[1:]))
-    meta = {
-        "format": COST_FORMAT,
-        "grid": [float(g) for g in grid],
-        "n_samples": n_samples,
-        "dim": dim,
-        "substeps": int(substeps),
-        "reference": reference,
-        "pair_cost": None if pair_cost is None else getattr(pair_cost, "__qualname__", repr(pair_cost)),
-        "model": model_id or model_fingerprint(model),
-        "noise": noise_fingerprint(noise),
-    }
+    meta = _checkpoint_meta(model, noise, grid, dim, substeps, reference, pair_cost, model_id)
     path = Path(checkpoint) if checkpoint is not None else None
-
-    def resume_state() -> tuple[np.ndarray, int, bool]:
-        if path is None or not path.exists():
-            return np.zeros((grid.size, grid.size), dtype=np.float64), 0, False
-        sums, done, saved = _load_state(path)
-        for k in (k for k in meta if k != "format"):
-            if saved.get(k) != meta[k]:
-                raise CostMatrixError(
-                    f"checkpoint {path} was made with a different {k}; delete it or pass another checkpoint path."
-                )
-        return sums, done, bool(saved.get("complete"))
-
-    sums, done, complete = on_main(resume_state)  # rank 0 reads the file; every rank resumes from it
+    # Rank 0 reads the file; every rank resumes from it.
+    sums, done, complete = on_main(partial(_resume_state, path, meta, grid.size))
     if complete:
         return finish_cost_matrix(sums, done, dim)
-
-    from tqdm.auto import tqdm
-
-    # Each round takes the next `batch_size * world` samples; every rank integrates its contiguous
-    # share of them (at most batch_size) and the round's float64 sums are added over ranks. So the
-    # samples done are always a prefix: a checkpoint resumes on any number of ranks, and the sums
-    # equal one process's up to the order of float64 additions.
-    world, me = world_size(), rank()
-    window = batch_size * world
-    with tqdm(total=n_samples, initial=done, desc="cost matrix", unit="sample",
-              disable=not progress or not is_main()) as bar:
-        for begin in range(done, n_samples, window):
-            end = min(begin + window, n_samples)
-            lo, hi = (begin + i for i in shard_range(end - begin, me, world))
-            traj = fine_trajectory(model, noise[lo:hi], grid, substeps=substeps, method=reference,
-                                   cond=select_cond(cond or {}, slice(lo, hi), n_samples)) if hi > lo else None
-            if traj is None:
-                part = np.zeros_like(sums)
-            elif pair_cost is None:
-                part = gram_cost_sums(traj.xs, traj.vs, grid, chunk_bytes=chunk_bytes)
-            else:
-                part = pair_cost_sums(traj.xs, traj.vs, grid, pair_cost)
-            del traj
-            sums += all_reduce_sum_float64(part) if world > 1 else part
-            done = end
-            if path is not None and is_main():
-                _save_state(path, sums, done, {**meta, "complete": done == n_samples})
-            bar.update(done - bar.n)
+    shard_sums = partial(
+        _shard_sums, model, noise, grid, substeps=substeps, reference=reference, pair_cost=pair_cost,
+        cond=cond or {}, chunk_bytes=chunk_bytes,
+    )
+    _stream_batches(shard_sums, sums, done, batch_size=batch_size, path=path, meta=meta, progress=progress)
     return finish_cost_matrix(sums, n_samples, dim)

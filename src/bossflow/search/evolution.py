@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -191,6 +192,58 @@ def _crossover(rng: np.random.Generator, a: tuple[int, ...], b: tuple[int, ...],
     return tuple(genes)
 
 
+def _fresh(
+    evaluate: _Evaluator, make: Callable[[], tuple[int, ...]], count: int, taken: set
+) -> list[tuple[int, ...]]:
+    """Up to ``count`` candidates from ``make`` neither scored yet nor in ``taken`` (which they join)."""
+    out: list[tuple[int, ...]] = []
+    tries = 0
+    while len(out) < count and tries < 10 * count:  # AutoDiffusion's retry bound
+        tries += 1
+        c = make()
+        if c not in evaluate.seen and c not in taken:
+            taken.add(c)
+            out.append(c)
+    return out
+
+
+def _initial_population(
+    evaluate: _Evaluator, n: int, nfe: int, rng: np.random.Generator, population: int, mutation_prob: float,
+    seeds: list[tuple[int, ...]],
+) -> list[tuple[int, ...]]:
+    """The first generation: the family ``seeds``, mutations of the uniform one (``seeds[0]``), random candidates.
+
+    Returns:
+        At most ``population`` candidates, each ``nfe - 1`` sorted interior indices of the grid ``0 .. n``.
+    """
+    first = list(dict.fromkeys(seeds))[:population]
+    taken: set = set(first)
+    first += _fresh(evaluate, lambda: _mutate(rng, seeds[0], n, mutation_prob), (population - len(first)) // 2, taken)
+    first += _fresh(evaluate, lambda: _random_candidate(rng, n, nfe), population - len(first), taken)
+    return first
+
+
+def _next_generation(
+    evaluate: _Evaluator, n: int, nfe: int, rng: np.random.Generator, population: int, parents: int,
+    mutation_prob: float,
+) -> list[tuple[int, ...]]:
+    """One generation from the best ``parents`` scored so far: mutations, crossovers, then random candidates.
+
+    Half the ``population`` are mutations and a quarter crossovers of random parents; random
+    candidates fill the rest (fewer in all when a retry finds nothing new).
+    """
+    top = evaluate.ranked()[:parents]
+    taken: set = set()
+
+    def parent() -> tuple[int, ...]:
+        return top[rng.integers(len(top))]
+
+    new = _fresh(evaluate, lambda: _mutate(rng, parent(), n, mutation_prob), population // 2, taken)
+    new += _fresh(evaluate, lambda: _crossover(rng, parent(), parent(), n), population // 4, taken)
+    new += _fresh(evaluate, lambda: _random_candidate(rng, n, nfe), population - len(new), taken)
+    return new
+
+
 def evolve_path(
     evaluate: _Evaluator,
     n: int,
@@ -213,33 +266,9 @@ def evolve_path(
             evaluate(list(chunk))
         return evaluate.ranked()[0], True
 
-    def fresh(make: Callable[[], tuple[int, ...]], count: int, taken: set) -> list[tuple[int, ...]]:
-        out: list[tuple[int, ...]] = []
-        tries = 0
-        while len(out) < count and tries < 10 * count:  # AutoDiffusion's retry bound
-            tries += 1
-            c = make()
-            if c not in evaluate.seen and c not in taken:
-                taken.add(c)
-                out.append(c)
-        return out
-
-    # Initial population: families, mutations of uniform, random candidates.
-    first = list(dict.fromkeys(seeds))[:population]
-    taken: set = set(first)
-    first += fresh(lambda: _mutate(rng, seeds[0], n, mutation_prob), (population - len(first)) // 2, taken)
-    first += fresh(lambda: _random_candidate(rng, n, nfe), population - len(first), taken)
-    evaluate(first)
-    n_mutation, n_crossover = population // 2, population // 4
+    evaluate(_initial_population(evaluate, n, nfe, rng, population, mutation_prob, seeds))
     for _ in range(generations):
-        top = evaluate.ranked()[:parents]
-        taken = set()
-        new = fresh(lambda: _mutate(rng, top[rng.integers(len(top))], n, mutation_prob), n_mutation, taken)
-        new += fresh(
-            lambda: _crossover(rng, top[rng.integers(len(top))], top[rng.integers(len(top))], n), n_crossover, taken
-        )
-        new += fresh(lambda: _random_candidate(rng, n, nfe), population - len(new), taken)
-        evaluate(new)
+        evaluate(_next_generation(evaluate, n, nfe, rng, population, parents, mutation_prob))
     return evaluate.ranked()[0], False
 
 
@@ -253,14 +282,141 @@ def _batched(iterable: Any, size: int) -> Any:
         yield chunk
 
 
+def _check_grid_and_budgets(noise: Any, grid: Any, nfes: Any) -> tuple[np.ndarray, list[int]]:
+    """The checked ``(N + 1,)`` base grid and the sorted distinct budgets of ``nfes``, after checking the noise."""
+    grid = validate_times(grid, "base grid")
+    validate_noise(noise)
+    if not isinstance(nfes, (list, tuple)) or not nfes:
+        raise BossflowError("give at least one step budget (NFE) as a list, e.g. [2, 4].")
+    return grid, sorted({check_budget(k, grid.size - 1) for k in nfes})
+
+
+@dataclass(frozen=True)
+class _Options:
+    """The checked search options of :func:`evolution_schedules` (``families`` with ``uniform`` first)."""
+
+    seed: int
+    population: int
+    generations: int
+    parents: int
+    mutation_prob: float
+    samples: int | None
+    substeps: int
+    batch_size: int | None
+    families: list[str]
+
+
+def _check_options(
+    seed: Any, population: Any, generations: Any, parents: Any, mutation_prob: Any, samples: Any, substeps: Any,
+    batch_size: Any, families: Any,
+) -> _Options:
+    """Check the options of :func:`evolution_schedules` and fill in the default ``parents``."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise BossflowError(f"the seed must be a non-negative integer, got {seed!r}.")
+    population = _positive_int(population, "population", 4)
+    generations = _positive_int(generations, "generations", 0)
+    parents = max(2, population // 4) if parents is None else _positive_int(parents, "parents", 2)
+    if parents > population:
+        raise BossflowError(f"parents ({parents}) cannot exceed the population ({population}).")
+    if isinstance(mutation_prob, bool) or not isinstance(mutation_prob, (int, float)) or not 0 < mutation_prob <= 1:
+        raise BossflowError(f"mutation_prob must be a number in (0, 1], got {mutation_prob!r}.")
+    if samples is not None:
+        samples = _positive_int(samples, "samples")
+    substeps = _positive_int(substeps, "substeps")
+    if batch_size is not None:
+        batch_size = _positive_int(batch_size, "batch_size")
+    if isinstance(families, str) or any(f not in FAMILIES for f in families):
+        raise BossflowError(f"families must be a list of names from {', '.join(FAMILIES)}, got {families!r}.")
+    return _Options(
+        seed=int(seed), population=population, generations=generations, parents=parents,
+        mutation_prob=float(mutation_prob), samples=samples, substeps=substeps, batch_size=batch_size,
+        families=["uniform", *[f for f in families if f != "uniform"]],
+    )
+
+
+@dataclass(frozen=True)
+class _Teacher:
+    """The search noises and the teacher's endpoint from them, shared by every budget.
+
+    Attributes:
+        model: the model, counting the rows and calls of each budget's search.
+        noise: ``(S, *shape)`` search noises at ``t = 0``.
+        cond: the conditioning of those S noises.
+        target: ``(S, *shape)`` the teacher's state at ``t = 1``.
+        counts: ``teacher_rows`` and ``teacher_calls``, the teacher's cost.
+    """
+
+    model: NFECounter
+    noise: Tensor
+    cond: dict
+    target: Tensor
+    counts: dict
+
+
+def _teacher_endpoint(
+    model: Callable[..., Tensor], noise: Tensor, grid: np.ndarray, cond: dict | None, opts: _Options
+) -> _Teacher:
+    """The first ``opts.samples`` of the noises ``(B, *shape)`` and their fine Euler trajectory's endpoint."""
+    n_total = int(noise.shape[0])
+    n_used = n_total if opts.samples is None else min(opts.samples, n_total)
+    search_noise = noise[:n_used]
+    cond = dict(cond or {})
+    if cond:
+        cond = select_cond(cond, torch.arange(n_used), n_total)
+    counted = NFECounter(model)
+    rows = n_used if opts.batch_size is None else opts.batch_size
+    target = batched_trajectory(counted, search_noise, grid, batch_size=rows, substeps=opts.substeps, cond=cond).xs[-1]
+    counts = {"teacher_rows": counted.samples, "teacher_calls": counted.nfe}
+    return _Teacher(model=counted, noise=search_noise, cond=cond, target=target, counts=counts)
+
+
+def _evolve_budget(
+    teacher: _Teacher, grid: np.ndarray, nfe: int, opts: _Options, bar: Any, planned: int
+) -> tuple[np.ndarray, dict]:
+    """Seed, evolve and pick the best ``nfe``-step path on the grid; ``bar`` advances by ``planned`` candidates.
+
+    Returns:
+        ``(indices, found)``: the ``(nfe + 1,)`` int64 grid indices of the best candidate and the
+        schedule's search metadata (cost, the uniform seed's cost, row and call counts, ...).
+    """
+    counted, n_used, n = teacher.model, teacher.noise.shape[0], grid.size - 1
+    counted.reset()
+    rows = opts.batch_size if opts.batch_size is not None else max(1, opts.population) * n_used
+    evaluate = _Evaluator(counted, teacher.noise, teacher.target, grid, nfe, teacher.cond, rows)
+    evaluate.on_scored = bar.update
+    bar.set_postfix_str(f"NFE {nfe}", refresh=False)
+    rng = np.random.default_rng(np.random.SeedSequence(opts.seed, spawn_key=(nfe,)))
+    seeds = _family_candidates(grid, nfe, opts.families)
+    evaluate([seeds[0]])
+    uniform_cost = evaluate.seen[seeds[0]]
+    best, exhaustive = evolve_path(
+        evaluate, n, nfe, rng, population=opts.population, generations=opts.generations, parents=opts.parents,
+        mutation_prob=opts.mutation_prob, seeds=seeds,
+    )
+    bar.update(max(0, planned - len(evaluate.seen)))  # keep the bar's total honest
+    idx = np.array([0, *best, n], dtype=np.int64)
+    found = {
+        "method": "evolution",
+        "indices": idx.tolist(),
+        "cost": evaluate.seen[best],
+        "uniform_cost": uniform_cost,
+        "samples": n_used,
+        "seed": opts.seed,
+        "substeps": opts.substeps,
+        "population": opts.population,
+        "generations": opts.generations,
+        "exhaustive": exhaustive,
+        "evaluations": len(evaluate.seen),
+        **teacher.counts,
+        "search_rows": counted.samples,
+        "search_calls": counted.nfe,
+    }
+    return idx, found
+
+
 def evolution_schedules(
-    model: Callable[..., Tensor],
-    noise: Tensor,
-    grid: Any,
-    nfes: list[int],
-    *,
-    cond: dict | None = None,
-    provenance: dict | None = None,
+    model: Callable[..., Tensor], noise: Tensor, grid: Any, nfes: list[int], *,
+    cond: dict | None = None, provenance: dict | None = None,
     seed: int = 0,
     population: int = 32,
     generations: int = 40,
@@ -277,13 +433,8 @@ def evolution_schedules(
     See the module docstring for the algorithm, what is simplified and the cost in model rows.
 
     Args:
-        model: velocity model ``model(x, t, **cond)``, ``t`` of shape ``(rows,)``; 0 = noise, 1 = data.
-        noise: ``(B, *shape)`` search noises at ``t = 0``; the first ``samples`` of them are used.
-        grid: ``(N + 1,)`` base grid times from 0 to 1; candidates are subsets of it.
-        nfes: step budgets, each in ``1..N``.
-        cond: conditioning for every model call; tensors whose first dimension is B are
-            per-sample and follow their samples, other values are passed unchanged.
-        provenance: metadata stored in every schedule (model id, ...); search results win on clashes.
+        model, noise, grid, nfes, cond, provenance: as for every search (:mod:`bossflow.search`); only the
+            first ``samples`` noises are used, and candidates are subsets of ``grid``.
         seed: seed of the search's own ``numpy.random.Generator`` (its only randomness).
         population: candidates per generation (at least 4).
         generations: generations after the initial population (0 keeps the initial population's best).
@@ -313,79 +464,21 @@ def evolution_schedules(
         >>> found[3].nfe, found[3].meta["method"], found[3].meta["cost"] <= found[3].meta["uniform_cost"]
         (3, 'evolution', True)
     """
-    grid = validate_times(grid, "base grid")
-    validate_noise(noise)
-    n = grid.size - 1
-    if not isinstance(nfes, (list, tuple)) or not nfes:
-        raise BossflowError("give at least one step budget (NFE) as a list, e.g. [2, 4].")
-    budgets = sorted({check_budget(k, n) for k in nfes})
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise BossflowError(f"the seed must be a non-negative integer, got {seed!r}.")
-    population = _positive_int(population, "population", 4)
-    generations = _positive_int(generations, "generations", 0)
-    parents = max(2, population // 4) if parents is None else _positive_int(parents, "parents", 2)
-    if parents > population:
-        raise BossflowError(f"parents ({parents}) cannot exceed the population ({population}).")
-    if isinstance(mutation_prob, bool) or not isinstance(mutation_prob, (int, float)) or not 0 < mutation_prob <= 1:
-        raise BossflowError(f"mutation_prob must be a number in (0, 1], got {mutation_prob!r}.")
-    if samples is not None:
-        samples = _positive_int(samples, "samples")
-    substeps = _positive_int(substeps, "substeps")
-    if batch_size is not None:
-        batch_size = _positive_int(batch_size, "batch_size")
-    if isinstance(families, str) or any(f not in FAMILIES for f in families):
-        raise BossflowError(f"families must be a list of names from {', '.join(FAMILIES)}, got {families!r}.")
-    families = ["uniform", *[f for f in families if f != "uniform"]]
-
-    n_total = int(noise.shape[0])
-    n_used = n_total if samples is None else min(samples, n_total)
-    search_noise = noise[:n_used]
-    cond = dict(cond or {})
-    if cond:
-        cond = select_cond(cond, torch.arange(n_used), n_total)
-    counted = NFECounter(model)
-    teacher_rows = n_used if batch_size is None else batch_size
-    target = batched_trajectory(counted, search_noise, grid, batch_size=teacher_rows, substeps=substeps, cond=cond).xs[-1]
-    teacher = {"teacher_rows": counted.samples, "teacher_calls": counted.nfe}
+    grid, budgets = _check_grid_and_budgets(noise, grid, nfes)
+    opts = _check_options(
+        seed, population, generations, parents, mutation_prob, samples, substeps, batch_size, families
+    )
+    teacher = _teacher_endpoint(model, noise, grid, cond, opts)
 
     from tqdm.auto import tqdm
 
     # At most this many candidates per budget (fewer when a retry finds nothing new).
-    planned = {k: 1 if k == 1 else min(math.comb(n - 1, k - 1), population * (generations + 1)) for k in budgets}
+    n, cap = grid.size - 1, opts.population * (opts.generations + 1)
+    planned = {k: 1 if k == 1 else min(math.comb(n - 1, k - 1), cap) for k in budgets}
     bar = tqdm(total=sum(planned.values()), desc="evolution", unit="candidate", disable=not progress)
     out: dict[int, Schedule] = {}
     for k in budgets:
-        counted.reset()
-        rows = batch_size if batch_size is not None else max(1, population) * n_used
-        evaluate = _Evaluator(counted, search_noise, target, grid, k, cond, rows)
-        evaluate.on_scored = bar.update
-        bar.set_postfix_str(f"NFE {k}", refresh=False)
-        rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(k,)))
-        seeds = _family_candidates(grid, k, families)
-        evaluate([seeds[0]])
-        uniform_cost = evaluate.seen[seeds[0]]
-        best, exhaustive = evolve_path(
-            evaluate, n, k, rng, population=population, generations=generations, parents=parents,
-            mutation_prob=float(mutation_prob), seeds=seeds,
-        )
-        bar.update(max(0, planned[k] - len(evaluate.seen)))  # keep the bar's total honest
-        idx = np.array([0, *best, n], dtype=np.int64)
-        found = {
-            "method": "evolution",
-            "indices": idx.tolist(),
-            "cost": evaluate.seen[best],
-            "uniform_cost": uniform_cost,
-            "samples": n_used,
-            "seed": int(seed),
-            "substeps": substeps,
-            "population": population,
-            "generations": generations,
-            "exhaustive": exhaustive,
-            "evaluations": len(evaluate.seen),
-            **teacher,
-            "search_rows": counted.samples,
-            "search_calls": counted.nfe,
-        }
+        idx, found = _evolve_budget(teacher, grid, k, opts, bar, planned[k])
         out[k] = Schedule(grid[idx], **{**(provenance or {}), **found})
     bar.close()
     return out

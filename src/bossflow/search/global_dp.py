@@ -49,13 +49,14 @@ layers) plus one block of candidates of at most ``chunk_bytes`` float64 bytes.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable, Literal
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from ..core.bellman import check_budget
+from ..core.bellman import check_budget, check_budgets
 from ..core.errors import BossflowError, CostMatrixError
 from ..core.noise import validate_noise
 from ..core.schedules import Schedule, validate_times
@@ -96,6 +97,166 @@ def _squared_error(cand: Tensor, target: Tensor) -> Tensor:
     """``(M,)`` float64 mean squared error per row of two ``(M, B, *shape)`` blocks."""
     diff = cand.to(torch.float64) - target.to(torch.float64)
     return diff.pow(2).flatten(1).mean(dim=1)
+
+
+@dataclass(frozen=True)
+class _Search:
+    """The fixed parts of one DP search: the model, grid and solver, and how rows are batched.
+
+    Attributes:
+        per_call: ``(B, *shape)`` blocks per model call: predecessor states of a layer, or
+            (predecessor, target) pairs of Heun's second evaluation.
+        targets_per_chunk: targets whose float64 candidates ``(B, *shape)`` fit in ``chunk_bytes``.
+    """
+
+    model: Callable[..., Tensor]
+    grid: np.ndarray
+    solver: str
+    cond: dict
+    n_samples: int
+    rows: int
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    device: torch.device
+    per_call: int
+    targets_per_chunk: int
+
+    def tensor(self, values: np.ndarray) -> Tensor:
+        """``values`` in the dtype and on the device of the noise."""
+        return torch.tensor(values, dtype=self.dtype, device=self.device)
+
+    def per_block(self, values: Tensor) -> Tensor:
+        """``(M,)`` values reshaped to ``(M, 1, ...)`` so that they scale ``(M, B, *shape)`` blocks."""
+        return values.reshape(-1, *([1] * (1 + len(self.shape))))
+
+
+def _search_setup(
+    model: Callable[..., Tensor], noise: Tensor, grid: np.ndarray, solver: str, cond: dict | None,
+    batch_size: int | None, chunk_bytes: int,
+) -> _Search:
+    """The :class:`_Search` for ``noise`` ``(B, *shape)`` at ``t = 0`` (default ``B`` rows per call)."""
+    n_samples = int(noise.shape[0])
+    rows = int(batch_size) if batch_size is not None else n_samples
+    per_target_bytes = 8 * noise.numel()  # one candidate (B, *shape) in float64
+    return _Search(
+        model=model, grid=grid, solver=solver, cond=dict(cond or {}), n_samples=n_samples, rows=rows,
+        shape=tuple(noise.shape[1:]), dtype=noise.dtype, device=noise.device, per_call=max(1, rows // n_samples),
+        targets_per_chunk=max(1, chunk_bytes // per_target_bytes),
+    )
+
+
+def _block_velocities(search: _Search, blocks: Tensor, times: np.ndarray) -> Tensor:
+    """Velocities of ``(M, B, *shape)`` stacked states at their ``(M,)`` grid times, ``search.rows`` rows per call."""
+    count = blocks.shape[0]
+    x = blocks.reshape(count * search.n_samples, *search.shape)
+    t = search.tensor(np.repeat(times, search.n_samples))
+    v = _velocities(search.model, x, t, search.cond, search.n_samples, search.rows)
+    return v.reshape(count, search.n_samples, *search.shape)
+
+
+def _step_candidates(search: _Search, z_i: Tensor, v_i: Tensor, i: int, js: np.ndarray) -> Tensor:
+    """One solver step from ``z_i`` ``(B, *shape)`` at ``g_i`` (velocity ``v_i``) to each ``g_j``, ``j`` in ``js``.
+
+    Returns:
+        ``(len(js), B, *shape)`` candidate states, in the dtype of the noise.
+    """
+    grid = search.grid
+    h = search.tensor(grid[js] - grid[i])
+    pred = z_i[None] + search.per_block(h) * v_i[None]  # Euler step, (len(js), B, *shape)
+    if search.solver != "heun":
+        return pred
+    # Apply 2nd order correction: second evaluation at (pred, g_j), batched over js.
+    v_next = torch.empty_like(pred)
+    for p0 in range(0, js.size, search.per_call):
+        sub = slice(p0, min(p0 + search.per_call, js.size))
+        v_next[sub] = _block_velocities(search, pred[sub], grid[js[sub]])
+    half = search.tensor(0.5 * (grid[js] - grid[i]))
+    return z_i[None] + search.per_block(half) * (v_i[None] + v_next)
+
+
+def _dp_layer(
+    search: _Search, xs: Tensor, prev: Tensor, prev_ok: np.ndarray, back_k: np.ndarray, last_layer: bool, bar: Any
+) -> tuple[Tensor, np.ndarray]:
+    """Layer k of the DP from layer k - 1: the state closest to the teacher at each node.
+
+    Args:
+        search: the model, grid and batching.
+        xs: ``(N + 1, B, *shape)`` teacher states.
+        prev: ``(N + 1, B, *shape)`` states of layer k - 1, meaningful where ``prev_ok``.
+        prev_ok: ``(N + 1,)`` bool, the nodes layer k - 1 reached with a finite state.
+        back_k: ``(N + 1,)`` int64 backpointers of layer k, written in place.
+        last_layer: only the end ``g_N`` is a target (the states short of it are not needed).
+        bar: progress bar, advanced by one per predecessor state.
+
+    Returns:
+        ``(cur, best)``: the ``(N + 1, B, *shape)`` states of layer k and their ``(N + 1,)``
+        float64 MSE against the teacher (``inf`` where no step landed).
+    """
+    n = search.grid.size - 1
+    cur = torch.zeros_like(xs)
+    best = np.full(n + 1, np.inf)
+    preds = [i for i in np.flatnonzero(prev_ok) if i < n]
+    # Predecessors go through the model together, several per call when batch_size allows.
+    for g0 in range(0, len(preds), search.per_call):
+        members = preds[g0 : g0 + search.per_call]
+        v_all = _block_velocities(search, prev[members], search.grid[members])
+        for m, i in enumerate(members):
+            targets = np.array([n]) if last_layer else np.arange(i + 1, n + 1)
+            for c0 in range(0, targets.size, search.targets_per_chunk):
+                js = targets[c0 : c0 + search.targets_per_chunk]
+                cand = _step_candidates(search, prev[i], v_all[m], i, js)
+                err = _squared_error(cand, xs[js]).cpu().numpy()
+                better = err < best[js]  # strict: the smallest predecessor index wins ties
+                if better.any():
+                    won = js[better]
+                    best[won] = err[better]
+                    back_k[won] = i
+                    cur[won] = cand[torch.from_numpy(np.flatnonzero(better)).to(search.device)]
+        bar.update(len(members))
+    return cur, best
+
+
+def _dp_layers(
+    search: _Search, noise: Tensor, xs: Tensor, max_nfe: int, bar: Any
+) -> tuple[np.ndarray, dict[int, float]]:
+    """Layers 1..``max_nfe`` of the DP, from ``z[0][0]`` = the noise ``(B, *shape)`` at ``t = 0``.
+
+    Returns:
+        ``(back, finals)``: ``(max_nfe + 1, N + 1)`` int64 backpointers (row k: the predecessor
+        of each node of layer k, -1 where none) and ``{k: e[k][N]}``, the endpoint MSE per budget.
+
+    Raises:
+        CostMatrixError: no k-step path reached the end with a finite state.
+    """
+    n = search.grid.size - 1
+    prev = torch.zeros_like(xs)
+    prev[0] = noise
+    prev_ok = np.zeros(n + 1, dtype=bool)
+    prev_ok[0] = True
+    back = np.full((max_nfe + 1, n + 1), -1, dtype=np.int64)
+    finals: dict[int, float] = {}
+    for k in range(1, max_nfe + 1):
+        bar.set_postfix_str(f"step {k} of {max_nfe}", refresh=False)
+        cur, best = _dp_layer(search, xs, prev, prev_ok, back[k], k == max_nfe, bar)
+        if not np.isfinite(best[n]):
+            raise CostMatrixError(
+                f"no {k}-step path reached the end with a finite state; the model produced NaN or inf."
+            )
+        finals[k] = float(best[n])
+        prev, prev_ok = cur, np.isfinite(best)
+    return back, finals
+
+
+def _backtrack_paths(back: np.ndarray, finals: dict[int, float]) -> dict[int, tuple[np.ndarray, float]]:
+    """``{k: (indices, cost)}``: the path to node ``(k, N)`` followed back through ``back`` ``(K + 1, N + 1)``."""
+    n = back.shape[1] - 1
+    out: dict[int, tuple[np.ndarray, float]] = {}
+    for k in finals:
+        path = [n]
+        for step in range(k, 0, -1):
+            path.append(int(back[step, path[-1]]))
+        out[k] = (np.array(path[::-1], dtype=np.int64), finals[k])
+    return out
 
 
 def global_error_paths(
@@ -157,17 +318,7 @@ def global_error_paths(
     grid = _check_inputs(noise, grid, solver, batch_size)
     n = grid.size - 1
     max_nfe = check_budget(max_nfe, n)
-    cond = dict(cond or {})
-    n_samples = int(noise.shape[0])
-    rows = int(batch_size) if batch_size is not None else n_samples
-    dtype, device = noise.dtype, noise.device
-    shape = tuple(noise.shape[1:])
-    per_target_bytes = 8 * noise.numel()  # one candidate (B, *shape) in float64
-    targets_per_chunk = max(1, chunk_bytes // per_target_bytes)
-    pairs_per_call = max(1, rows // n_samples)  # Heun second evaluations batched over targets
-
-    def tshape(values: Tensor) -> Tensor:
-        return values.reshape(-1, *([1] * (1 + len(shape))))
+    search = _search_setup(model, noise, grid, solver, cond, batch_size, chunk_bytes)
 
     from tqdm.auto import tqdm
 
@@ -176,97 +327,26 @@ def global_error_paths(
     bar = tqdm(total=states, desc="global-dp", unit="state", disable=not progress)
     with torch.no_grad(), bar:
         bar.set_postfix_str("teacher", refresh=False)
-        xs = batched_trajectory(model, noise, grid, batch_size=rows, substeps=substeps, cond=cond).xs  # (N + 1, B, *shape)
-        prev = torch.zeros_like(xs)
-        prev[0] = noise
-        prev_ok = np.zeros(n + 1, dtype=bool)
-        prev_ok[0] = True
-        back = np.full((max_nfe + 1, n + 1), -1, dtype=np.int64)
-        finals: dict[int, float] = {}
-        for k in range(1, max_nfe + 1):
-            bar.set_postfix_str(f"step {k} of {max_nfe}", refresh=False)
-            cur = torch.zeros_like(xs)
-            best = np.full(n + 1, np.inf)
-            last_layer = k == max_nfe
-            preds = [i for i in np.flatnonzero(prev_ok) if i < n]
-            # Predecessors go through the model together, several per call when batch_size allows.
-            group = max(1, rows // n_samples)
-            for g0 in range(0, len(preds), group):
-                members = preds[g0 : g0 + group]
-                x_in = prev[members].reshape(len(members) * n_samples, *shape)
-                t_in = torch.tensor(np.repeat(grid[members], n_samples), dtype=dtype, device=device)
-                v_all = _velocities(model, x_in, t_in, cond, n_samples, rows).reshape(len(members), n_samples, *shape)
-                for m, i in enumerate(members):
-                    z_i, v_i = prev[i], v_all[m]
-                    targets = np.array([n]) if last_layer else np.arange(i + 1, n + 1)
-                    for c0 in range(0, targets.size, targets_per_chunk):
-                        js = targets[c0 : c0 + targets_per_chunk]
-                        h = torch.tensor(grid[js] - grid[i], dtype=dtype, device=device)
-                        pred = z_i[None] + tshape(h) * v_i[None]  # Euler step, (len(js), B, *shape)
-                        if solver == "heun":
-                            # Apply 2nd order correction: second evaluation at (pred, g_j), batched over js.
-                            v_next = torch.empty_like(pred)
-                            for p0 in range(0, js.size, pairs_per_call):
-                                sub = slice(p0, min(p0 + pairs_per_call, js.size))
-                                count = sub.stop - sub.start
-                                t_next = torch.tensor(np.repeat(grid[js[sub]], n_samples), dtype=dtype, device=device)
-                                v_next[sub] = _velocities(
-                                    model, pred[sub].reshape(count * n_samples, *shape), t_next, cond, n_samples, rows
-                                ).reshape(count, n_samples, *shape)
-                            half = torch.tensor(0.5 * (grid[js] - grid[i]), dtype=dtype, device=device)
-                            cand = z_i[None] + tshape(half) * (v_i[None] + v_next)
-                        else:
-                            cand = pred
-                        err = _squared_error(cand, xs[js]).cpu().numpy()
-                        better = err < best[js]  # strict: the smallest predecessor index wins ties
-                        if better.any():
-                            won = js[better]
-                            best[won] = err[better]
-                            back[k, won] = i
-                            cur[won] = cand[torch.from_numpy(np.flatnonzero(better)).to(device)]
-                bar.update(len(members))
-            if not np.isfinite(best[n]):
-                raise CostMatrixError(
-                    f"no {k}-step path reached the end with a finite state; the model produced NaN or inf."
-                )
-            finals[k] = float(best[n])
-            prev, prev_ok = cur, np.isfinite(best)
-
-    out: dict[int, tuple[np.ndarray, float]] = {}
-    for k in range(1, max_nfe + 1):
-        path = [n]
-        for step in range(k, 0, -1):
-            path.append(int(back[step, path[-1]]))
-        out[k] = (np.array(path[::-1], dtype=np.int64), finals[k])
-    return out
+        xs = batched_trajectory(model, noise, grid, batch_size=search.rows, substeps=substeps, cond=search.cond).xs
+        back, finals = _dp_layers(search, noise, xs, max_nfe, bar)
+    return _backtrack_paths(back, finals)
 
 
 def global_error_schedules(
-    model: Callable[..., Tensor],
-    noise: Tensor,
-    grid: Any,
-    nfes: list[int],
-    *,
+    model: Callable[..., Tensor], noise: Tensor, grid: Any, nfes: list[int], *,
+    cond: dict | None = None, provenance: dict | None = None,
     solver: Literal["euler", "heun"] = "euler",
-    cond: dict | None = None,
     batch_size: int | None = None,
     substeps: int = 1,
-    provenance: dict | None = None,
     progress: bool = False,
 ) -> dict[int, Schedule]:
     """Global-error DP :class:`Schedule` for each budget in ``nfes``, from one search. See :func:`global_error_paths`.
 
     Args:
-        model: velocity model ``model(x, t, **cond)``.
-        noise: ``(B, *shape)`` search noises at ``t = 0``.
-        grid: ``(N + 1,)`` base grid times.
-        nfes: step budgets, each in ``1..N``.
+        model, noise, grid, nfes, cond, provenance: as for every search (:mod:`bossflow.search`).
         solver: ``"euler"`` or ``"heun"``; the schedule is meant for that solver.
-        cond: conditioning for every model call.
         batch_size: rows per model call.
         substeps: teacher sub-steps per grid interval.
-        provenance: metadata stored in every schedule (model id, seed, ...); a dict rather
-            than keyword arguments, since ``model`` is both a parameter and a provenance key.
         progress: show a tqdm bar over the DP (see :func:`global_error_paths`).
 
     Returns:
@@ -274,9 +354,7 @@ def global_error_schedules(
         ``cost`` (MSE per dimension on the search noises), ``solver`` and ``samples``.
     """
     grid = _check_inputs(noise, grid, solver, batch_size)
-    if not nfes:
-        raise CostMatrixError("give at least one step budget (NFE).")
-    budgets = sorted({check_budget(k, grid.size - 1) for k in nfes})
+    budgets = check_budgets(nfes, grid.size - 1)
     paths = global_error_paths(
         model, noise, grid, budgets[-1], solver=solver, cond=cond, batch_size=batch_size, substeps=substeps,
         progress=progress,

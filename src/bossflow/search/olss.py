@@ -63,18 +63,18 @@ one ``(2N + 1)``-square Gram matrix over the ``B D`` teacher values, then small 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable, Literal
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from ..core.bellman import check_budget
 from ..core.errors import BossflowError, ScheduleError
 from ..core.noise import validate_noise
-from ..core.schedules import Schedule, validate_times
+from ..core.schedules import Schedule
 from ..core.solvers import NFECounter, _model_time, batched_trajectory, select_cond
-from .evolution import snap_to_grid
+from .evolution import _check_grid_and_budgets, snap_to_grid
 
 SELECTIONS = ("olss", "uniform")
 FITS = ("student", "teacher")
@@ -197,14 +197,103 @@ def select_path(fits: _TeacherFits, nfe: int, iterations: int = 50) -> tuple[lis
     return _pad_path(best, nfe), hi
 
 
+def _check_options(selection: Any, fit: Any, basis: Any, ridge: Any, substeps: Any, batch_size: Any) -> None:
+    """Check the options of :func:`olss_schedules`."""
+    if selection not in SELECTIONS:
+        raise BossflowError(f"OLSS selection must be one of {', '.join(SELECTIONS)}, got {selection!r}.")
+    if fit not in FITS:
+        raise BossflowError(f"OLSS fit must be one of {', '.join(FITS)}, got {fit!r}.")
+    if basis not in BASES:
+        raise BossflowError(f"OLSS basis must be one of {', '.join(BASES)}, got {basis!r}.")
+    if isinstance(ridge, bool) or not isinstance(ridge, (int, float)) or not np.isfinite(ridge) or ridge < 0:
+        raise BossflowError(f"ridge must be a finite number >= 0, got {ridge!r}.")
+    if isinstance(substeps, bool) or not isinstance(substeps, (int, np.integer)) or substeps < 1:
+        raise BossflowError(f"substeps must be a positive integer, got {substeps!r}.")
+    if batch_size is not None and (
+        isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1
+    ):
+        raise BossflowError(f"batch_size must be a positive integer or None, got {batch_size!r}.")
+
+
+@dataclass(frozen=True)
+class _Teacher:
+    """The fitting noises and their fine Euler trajectory on the base grid, shared by every budget.
+
+    Attributes:
+        model: the model, counting the rows and calls of each budget's rollout.
+        noise: ``(B, *shape)`` fitting noises at ``t = 0``.
+        grid: ``(N + 1,)`` base grid, 0 (noise) to 1 (data).
+        cond: conditioning for every model call.
+        rows: samples per model call.
+        xs: ``(N + 1, B, *shape)`` teacher states at the grid times.
+        vs: ``(N, B, *shape)`` teacher velocities at the first N grid times.
+        counts: ``teacher_rows`` and ``teacher_calls``, the teacher's cost.
+    """
+
+    model: NFECounter
+    noise: Tensor
+    grid: np.ndarray
+    cond: dict
+    rows: int
+    xs: Tensor
+    vs: Tensor
+    counts: dict
+
+
+def _teacher_trajectory(
+    model: Callable[..., Tensor], noise: Tensor, grid: np.ndarray, cond: dict, batch_size: int | None, substeps: int
+) -> _Teacher:
+    """The fine Euler trajectory of ``noise`` ``(B, *shape)`` from ``t = 0`` on ``grid`` (default B rows per call).
+
+    Raises:
+        BossflowError: the trajectory is not finite.
+    """
+    rows = int(batch_size) if batch_size is not None else int(noise.shape[0])
+    counted = NFECounter(model)
+    with torch.no_grad():
+        teacher = batched_trajectory(counted, noise, grid, batch_size=rows, substeps=substeps, cond=cond)
+        xs, vs = teacher.xs, teacher.vs
+    if not (torch.isfinite(xs).all() and torch.isfinite(vs).all()):
+        raise BossflowError("the teacher trajectory is not finite; the model produced NaN or inf.")
+    counts = {"teacher_rows": counted.samples, "teacher_calls": counted.nfe}
+    return _Teacher(model=counted, noise=noise, grid=grid, cond=cond, rows=rows, xs=xs, vs=vs, counts=counts)
+
+
+def _select_steps(fits: _TeacherFits, grid: np.ndarray, nfe: int, selection: str) -> tuple[list[int], float | None]:
+    """The ``nfe + 1`` grid indices of the step times, 0 to N, and the selection's threshold (None for uniform)."""
+    if selection == "olss":
+        return select_path(fits, nfe)
+    return snap_to_grid(grid, np.arange(nfe + 1) / nfe).tolist(), None
+
+
+def _fit_coefficients(
+    teacher: _Teacher, fits: _TeacherFits, path: list[int], fit: str, basis: str, ridge: float
+) -> tuple[list[list[float]], list[list[float]], Tensor]:
+    """Least-squares update coefficients of the steps along ``path``, fitted on the sampler's rollout or the teacher.
+
+    Returns:
+        ``(a, b, x_K)``: the coefficients (row k of length k + 1) and the ``(B, *shape)`` state at
+        ``t = 1`` that the update with them reaches from the fitting noises.
+    """
+    grid, counted = teacher.grid, teacher.model
+    if fit == "student":
+        return _fit_student(
+            counted, teacher.noise, teacher.xs, teacher.vs, grid, path, teacher.cond, teacher.rows, ridge, basis
+        )
+    a_rows, b_rows = [], []
+    for step in range(len(path) - 1):
+        coef = fits.coefficients(path[: step + 1], np.array([path[step + 1]]))[:, 0]
+        a_row, b_row = _split(coef, step, basis)
+        a_rows.append(a_row)
+        b_rows.append(b_row)
+    x_end = _apply(counted, teacher.noise, grid[path], grid[path[:-1]], a_rows, b_rows, teacher.cond, teacher.rows,
+                   v0=teacher.vs[0])
+    return a_rows, b_rows, x_end
+
+
 def olss_schedules(
-    model: Callable[..., Tensor],
-    noise: Tensor,
-    grid: Any,
-    nfes: list[int],
-    *,
-    cond: dict | None = None,
-    provenance: dict | None = None,
+    model: Callable[..., Tensor], noise: Tensor, grid: Any, nfes: list[int], *,
+    cond: dict | None = None, provenance: dict | None = None,
     selection: Literal["olss", "uniform"] = "olss",
     fit: Literal["student", "teacher"] = "student",
     basis: Literal["initial", "states"] = "initial",
@@ -218,15 +307,9 @@ def olss_schedules(
     for the update, the selection, what is simplified and the cost in model rows.
 
     Args:
-        model: velocity model ``model(x, t, **cond)``, ``t`` of shape ``(rows,)``; 0 = noise, 1 = data.
-        noise: ``(B, *shape)`` fitting noises at ``t = 0``; use many more values ``B D`` than
-            coefficients (at most ``K (K + 3) / 2`` per schedule with OLSS's basis, ``K (K + 1)``
-            with every state), or the fit follows these noises only.
-        grid: ``(N + 1,)`` base grid times from 0 to 1; step times are chosen from it.
-        nfes: step budgets, each in ``1..N``.
-        cond: conditioning for every model call; tensors whose first dimension is B are
-            per-sample and follow their samples, other values are passed unchanged.
-        provenance: metadata stored in every schedule; search results win on clashes.
+        model, noise, grid, nfes, cond, provenance: as for every search (:mod:`bossflow.search`).
+            Use many more noise values ``B D`` than coefficients (at most ``K (K + 3) / 2`` per
+            schedule with OLSS's basis, ``K (K + 1)`` with every state), or the fit follows these noises only.
         selection: ``"olss"`` (OLSS's path optimisation) or ``"uniform"`` (grid indices nearest
             to uniform times).
         fit: ``"student"`` (along the sampler's own rollout) or ``"teacher"`` (on the teacher's
@@ -256,72 +339,23 @@ def olss_schedules(
         >>> found[3].meta["method"], len(found[3].meta["olss"]["b"][2]), tuple(x1.shape)
         ('olss', 3, (64, 2))
     """
-    grid = validate_times(grid, "base grid")
-    validate_noise(noise)
-    n = grid.size - 1
-    if not isinstance(nfes, (list, tuple)) or not nfes:
-        raise BossflowError("give at least one step budget (NFE) as a list, e.g. [2, 4].")
-    budgets = sorted({check_budget(k, n) for k in nfes})
-    if selection not in SELECTIONS:
-        raise BossflowError(f"OLSS selection must be one of {', '.join(SELECTIONS)}, got {selection!r}.")
-    if fit not in FITS:
-        raise BossflowError(f"OLSS fit must be one of {', '.join(FITS)}, got {fit!r}.")
-    if basis not in BASES:
-        raise BossflowError(f"OLSS basis must be one of {', '.join(BASES)}, got {basis!r}.")
-    if isinstance(ridge, bool) or not isinstance(ridge, (int, float)) or not np.isfinite(ridge) or ridge < 0:
-        raise BossflowError(f"ridge must be a finite number >= 0, got {ridge!r}.")
-    if isinstance(substeps, bool) or not isinstance(substeps, (int, np.integer)) or substeps < 1:
-        raise BossflowError(f"substeps must be a positive integer, got {substeps!r}.")
-    if batch_size is not None and (
-        isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1
-    ):
-        raise BossflowError(f"batch_size must be a positive integer or None, got {batch_size!r}.")
-    cond = dict(cond or {})
-    n_samples = int(noise.shape[0])
-    rows = int(batch_size) if batch_size is not None else n_samples
-    counted = NFECounter(model)
-    with torch.no_grad():
-        teacher = batched_trajectory(counted, noise, grid, batch_size=rows, substeps=int(substeps), cond=cond)
-        xs, vs = teacher.xs, teacher.vs
-    if not (torch.isfinite(xs).all() and torch.isfinite(vs).all()):
-        raise BossflowError("the teacher trajectory is not finite; the model produced NaN or inf.")
-    teacher = {"teacher_rows": counted.samples, "teacher_calls": counted.nfe}
-    fits = _TeacherFits(xs, vs, float(ridge), basis)
+    grid, budgets = _check_grid_and_budgets(noise, grid, nfes)
+    _check_options(selection, fit, basis, ridge, substeps, batch_size)
+    teacher = _teacher_trajectory(model, noise, grid, dict(cond or {}), batch_size, int(substeps))
+    fits = _TeacherFits(teacher.xs, teacher.vs, float(ridge), basis)
 
     out: dict[int, Schedule] = {}
     for k in budgets:
-        counted.reset()
-        if selection == "olss":
-            path, threshold = select_path(fits, k)
-        else:
-            path = snap_to_grid(grid, np.arange(k + 1) / k).tolist()
-            threshold = None
-        if fit == "teacher":
-            a_rows, b_rows = [], []
-            for step in range(k):
-                coef = fits.coefficients(path[: step + 1], np.array([path[step + 1]]))[:, 0]
-                a_row, b_row = _split(coef, step, basis)
-                a_rows.append(a_row)
-                b_rows.append(b_row)
-            x_end = _apply(counted, noise, grid[path], grid[path[:-1]], a_rows, b_rows, cond, rows, v0=vs[0])
-        else:
-            a_rows, b_rows, x_end = _fit_student(counted, noise, xs, vs, grid, path, cond, rows, float(ridge), basis)
-        cost = float((x_end.to(torch.float64) - xs[n].to(torch.float64)).pow(2).mean())
+        teacher.model.reset()
+        path, threshold = _select_steps(fits, grid, k, selection)
+        a_rows, b_rows, x_end = _fit_coefficients(teacher, fits, path, fit, basis, float(ridge))
+        cost = float((x_end.to(torch.float64) - teacher.xs[-1].to(torch.float64)).pow(2).mean())
         found = {
-            "method": "olss",
-            "olss": {"a": a_rows, "b": b_rows, "update": UPDATE},
-            "indices": [int(i) for i in path],
-            "cost": cost if np.isfinite(cost) else None,
-            "selection": selection,
-            "fit": fit,
-            "basis": basis,
-            "threshold": threshold,
-            "ridge": float(ridge),
-            "samples": n_samples,
-            "substeps": int(substeps),
-            **teacher,
-            "search_rows": counted.samples,
-            "search_calls": counted.nfe,
+            "method": "olss", "olss": {"a": a_rows, "b": b_rows, "update": UPDATE},
+            "indices": [int(i) for i in path], "cost": cost if np.isfinite(cost) else None,
+            "selection": selection, "fit": fit, "basis": basis, "threshold": threshold, "ridge": float(ridge),
+            "samples": int(noise.shape[0]), "substeps": int(substeps),
+            **teacher.counts, "search_rows": teacher.model.samples, "search_calls": teacher.model.nfe,
         }
         out[k] = Schedule(grid[path], **{**(provenance or {}), **found})
     return out

@@ -250,6 +250,24 @@ def reference_solve(
         return odeint(rhs, x0, span, method="dopri5", rtol=rtol, atol=atol)[-1]
 
 
+TEACHER_METHODS = ("euler", "heun")
+"""Sub-step methods of a fine trajectory (:func:`fine_trajectory`'s ``method``)."""
+
+
+def check_teacher_options(reference: Any, substeps: Any, batch_size: Any) -> None:
+    """Check the fine-trajectory settings a search's teacher runs with.
+
+    Raises:
+        BossflowError: ``reference`` not in :data:`TEACHER_METHODS`, or ``substeps`` or
+            ``batch_size`` not a positive integer.
+    """
+    if reference not in TEACHER_METHODS:
+        raise BossflowError(f"the teacher (reference) must be 'euler' or 'heun', got {reference!r}.")
+    for value, what in ((substeps, "substeps"), (batch_size, "batch_size")):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise BossflowError(f"{what} must be a positive integer, got {value!r}.")
+
+
 def fine_trajectory(
     model: Callable[..., Tensor],
     x0: Tensor,

@@ -16,6 +16,9 @@ arguments mean the same in every search (each search's docstring adds only what 
 * ``cond``: conditioning for every model call; tensors whose first dimension is ``B`` follow their samples;
 * ``provenance``: metadata stored in every schedule (model id, seed, ...); the search's own keys win on clashes.
 
+Every search raises :class:`~bossflow.CostMatrixError` for an empty or impossible budget list
+(a budget outside ``1..N``) and :class:`~bossflow.BossflowError` for bad noise, grid or options.
+
 ``auto`` (:func:`bossflow.search.auto.auto_schedules`), the default of ``bossflow schedule``,
 combines the others: it fits uniform, BOSS, OLSS and a short refinement on part of the
 noises and returns, per budget, the one that does best on the rest, refitted on all.

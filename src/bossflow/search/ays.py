@@ -67,10 +67,9 @@ from ..core.cost import finish_cost_matrix, gram_cost_sums
 from ..core.errors import BossflowError, CostMatrixError
 from ..core.noise import validate_noise
 from ..core.schedules import SCHEDULE_FAMILIES, Schedule, validate_times
-from ..core.solvers import select_cond, trajectory_batches
+from ..core.solvers import check_teacher_options, select_cond, trajectory_batches
 
 OBJECTIVES = ("klub", "euler")
-REFERENCES = ("euler", "heun")
 DEFAULT_BASE_NFE = 10
 
 
@@ -83,10 +82,7 @@ def _positive_int(value: Any, what: str) -> int:
 def _check_options(objective: Any, reference: Any, substeps: Any, batch_size: Any) -> None:
     if objective not in OBJECTIVES:
         raise BossflowError(f"the AYS objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}.")
-    if reference not in REFERENCES:
-        raise BossflowError(f"the teacher (reference) must be 'euler' or 'heun', got {reference!r}.")
-    _positive_int(substeps, "substeps")
-    _positive_int(batch_size, "batch_size")
+    check_teacher_options(reference, substeps, batch_size)
 
 
 def _klub_sums(vs: Tensor, grid: np.ndarray) -> np.ndarray:
@@ -313,10 +309,6 @@ def ays_schedules(
         (per dimension and sample) and ``start_cost``, ``start`` (``init``'s name,
         ``"subdivided"`` or ``"interpolated"``), ``sweeps``, ``objective``, ``base_nfe``,
         ``reference``, ``substeps`` and ``samples``.
-
-    Raises:
-        CostMatrixError: an empty or impossible budget list.
-        BossflowError: bad noise, grid or option.
 
     Example:
         >>> import torch, bossflow as bf

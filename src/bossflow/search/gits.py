@@ -60,10 +60,9 @@ from ..core.cost import cost_matrix, finish_cost_matrix
 from ..core.errors import BossflowError, CostMatrixError
 from ..core.noise import validate_noise
 from ..core.schedules import Schedule, validate_times
-from ..core.solvers import trajectory_batches
+from ..core.solvers import check_teacher_options, trajectory_batches
 
 METRICS = ("l2", "l1", "dev")
-REFERENCES = ("euler", "heun")
 
 
 def l2_norm_cost(estimate: Tensor, target: Tensor) -> Tensor:
@@ -92,11 +91,7 @@ def _check_coeff(coeff: Any) -> float:
 def _check_options(metric: Any, reference: Any, substeps: Any, batch_size: Any) -> None:
     if metric not in METRICS:
         raise BossflowError(f"the GITS metric must be one of {', '.join(METRICS)}, got {metric!r}.")
-    if reference not in REFERENCES:
-        raise BossflowError(f"the teacher (reference) must be 'euler' or 'heun', got {reference!r}.")
-    for value, what in ((substeps, "substeps"), (batch_size, "batch_size")):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise BossflowError(f"{what} must be a positive integer, got {value!r}.")
+    check_teacher_options(reference, substeps, batch_size)
 
 
 def _deviation(points: Tensor, start: Tensor, end: Tensor) -> Tensor:
@@ -251,10 +246,6 @@ def gits_schedules(
     Returns:
         ``{nfe: Schedule}`` with ``method="gits"``, the grid ``indices``, the weighted path
         ``cost``, ``metric``, ``coeff``, ``reference``, ``substeps`` and ``samples``.
-
-    Raises:
-        CostMatrixError: an empty or impossible budget list.
-        BossflowError: bad noise, grid or option.
 
     Example:
         >>> import torch, bossflow as bf

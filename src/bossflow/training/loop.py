@@ -10,12 +10,18 @@ A training checkpoint is one safetensors file written atomically. Tensors:
 
 Metadata: ``format`` (a tag naming the kind of run), ``step``, ``elapsed_seconds`` and
 ``config`` (JSON of the settings that must agree when resuming). Teachers
-(:mod:`bossflow.teachers`) and straightening (:mod:`bossflow.straighten`) both use it.
+(:mod:`bossflow.teachers`) and straightening (:mod:`bossflow.straighten`) both use it, through
+:class:`Run` (optimizer, EMA, generator, checkpoints and loss history of one run),
+:func:`check_settings` and :func:`check_resume` (the checks of the settings they share) and
+:func:`loop_settings` (those settings as the ``config`` records them).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -24,6 +30,53 @@ from torch import Tensor, nn
 
 from ..core._io import write_atomic
 from ..core.errors import BossflowError, FileFormatError
+from ..core.noise import sample_seed
+
+CHECKPOINT_NAME = "checkpoint.safetensors"
+"""The checkpoint's file name in a run's output folder."""
+
+_RULES: dict[str, Callable[[Any], bool]] = {
+    "a positive integer": lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
+    "a positive number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0,
+    "a non-negative integer": lambda v: isinstance(v, int) and v >= 0,
+    "in [0, 1)": lambda v: isinstance(v, (int, float)) and 0 <= v < 1,
+    "non-negative": lambda v: isinstance(v, (int, float)) and v >= 0,
+}
+
+
+def check_settings(rule: str, **settings: Any) -> None:
+    """Refuse the first of ``settings`` (in the order given) that breaks ``rule``.
+
+    Args:
+        rule: what every value must be, worded as the error says it: ``"a positive integer"``,
+            ``"a positive number"``, ``"a non-negative integer"``, ``"in [0, 1)"`` or ``"non-negative"``.
+        settings: the values by setting name.
+
+    Raises:
+        BossflowError: ``"<name> must be <rule>, got <value>."``
+    """
+    for name, value in settings.items():
+        if not _RULES[rule](value):
+            raise BossflowError(f"{name} must be {rule}, got {value!r}.")
+
+
+def loop_settings(batch_size: int, lr: float, weight_decay: float, grad_clip: float, ema_decay: float,
+                  seed: int) -> dict[str, Any]:
+    """The settings of the loop itself, as a run's ``config`` records them (numbers as floats)."""
+    return {
+        "batch_size": batch_size,
+        "lr": float(lr),
+        "weight_decay": float(weight_decay),
+        "grad_clip": float(grad_clip),
+        "ema_decay": float(ema_decay),
+        "seed": seed,
+    }
+
+
+def check_resume(resume: bool, out_dir: str | os.PathLike | None) -> None:
+    """Refuse ``resume`` without ``out_dir``, the folder that holds the checkpoint."""
+    if resume and out_dir is None:
+        raise BossflowError("resume needs out_dir, the folder holding the checkpoint.")
 
 
 def ema_decay_at(decay: float, updates: int) -> float:
@@ -213,3 +266,173 @@ def run_steps(
         bar.close()
     if start < steps:
         checkpoint(steps)
+
+
+@dataclass
+class Run:
+    """One resumable training run: the trained state, its EMA, AdamW, the batch generator, the loss history.
+
+    Create it with :meth:`new`, continue a checkpoint with :meth:`read_checkpoint` and
+    :meth:`restore`, and train with :meth:`train`.
+
+    Attributes:
+        module: the network being trained.
+        names: the parameters being trained, in order (``None``: the whole ``state_dict``, buffers included).
+        ema: the exponential moving average of :meth:`state`.
+        optimizer: AdamW over the trained parameters.
+        generator: the ``"train"`` generator of every batch draw.
+        config: the settings that must agree when resuming (stored in the checkpoint).
+        format_tag: the checkpoint's ``format``.
+        out_dir: the output folder as given (``None``: no checkpoints).
+        path: the checkpoint file in ``out_dir``.
+        losses: one loss per step taken, resumed ones included.
+        start: the step the run starts (or resumed) at.
+        elapsed_before: seconds spent before this resumption.
+        began: when this process began its steps (``time.perf_counter``).
+    """
+
+    module: nn.Module
+    names: list[str] | None
+    ema: dict[str, Tensor]
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator
+    config: dict[str, Any]
+    format_tag: str
+    out_dir: str | os.PathLike | None
+    path: Path | None
+    losses: list[float] = field(default_factory=list)
+    start: int = 0
+    elapsed_before: float = 0.0
+    began: float = 0.0
+
+    @classmethod
+    def new(
+        cls,
+        module: nn.Module,
+        names: list[str] | None,
+        *,
+        lr: float,
+        weight_decay: float,
+        seed: int,
+        config: dict[str, Any],
+        format_tag: str,
+        out_dir: str | os.PathLike | None,
+    ) -> Run:
+        """A fresh run at step 0: EMA equal to the weights, AdamW, the generator seeded from ``seed``."""
+        if names is None:
+            ema = {name: value.detach().clone() for name, value in module.state_dict().items()}
+            parameters = list(module.parameters())
+        else:
+            params = dict(module.named_parameters())
+            ema = {name: params[name].detach().clone() for name in names}
+            parameters = [params[n] for n in names]
+        return cls(
+            module=module,
+            names=names,
+            ema=ema,
+            optimizer=torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay),
+            generator=torch.Generator().manual_seed(sample_seed(seed, 1)),
+            config=config,
+            format_tag=format_tag,
+            out_dir=out_dir,
+            path=Path(out_dir) / CHECKPOINT_NAME if out_dir is not None else None,
+        )
+
+    def state(self) -> dict[str, Tensor]:
+        """The trained tensors by name: what the checkpoint's ``model.`` entries and the EMA follow."""
+        if self.names is None:
+            return self.module.state_dict()
+        params = dict(self.module.named_parameters())
+        return {name: params[name] for name in self.names}
+
+    def read_checkpoint(self, resume: bool, kind: str) -> tuple[dict[str, str], dict[str, Tensor]] | None:
+        """The checkpoint to continue, ``(metadata, tensors)``, or ``None`` when :attr:`path` holds none.
+
+        Args:
+            resume: whether continuing an existing checkpoint is wanted.
+            kind: what the error calls the checkpoint (``"training"``, ``"straightening"``).
+
+        Raises:
+            BossflowError: a checkpoint exists and ``resume`` is false.
+            FileFormatError: the checkpoint is unreadable, damaged or of another kind.
+        """
+        if self.path is None or not self.path.exists():
+            return None
+        if not resume:
+            raise BossflowError(
+                f"{self.out_dir} already holds a {kind} checkpoint; pass --resume (resume=True) to continue it, "
+                "or choose another output folder."
+            )
+        return load_checkpoint(self.path, self.format_tag, ("train",))
+
+    def restore(
+        self,
+        found: tuple[dict[str, str], dict[str, Tensor]],
+        steps: int,
+        keys: tuple[str, ...],
+        defaults: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Continue the checkpoint ``found`` (from :meth:`read_checkpoint`) towards ``steps`` steps.
+
+        Args:
+            keys: the :attr:`config` entries that must agree with the checkpoint's.
+            defaults: values of settings that older checkpoints do not record.
+
+        Raises:
+            BossflowError: the checkpoint was made with other settings, or is past ``steps``.
+            FileFormatError: it does not fit this model or optimizer.
+        """
+        metadata, tensors = found
+        saved = {**(defaults or {}), **json.loads(metadata["config"])}
+        check_resume_config(self.path, saved, self.config, keys)
+        self.start = int(metadata["step"])
+        if self.start > steps:
+            raise BossflowError(f"the checkpoint in {self.out_dir} is at step {self.start}, past the requested {steps} steps.")
+        restore_checkpoint(self.path, tensors, module=self.module, state_names=None if self.names is None else set(self.names),
+                           ema=self.ema, optimizer=self.optimizer, generators={"train": self.generator})
+        self.losses = [float(v) for v in tensors["losses"].tolist()]
+        self.elapsed_before = float(metadata.get("elapsed_seconds", "0"))
+
+    def update_ema(self, decay: float, step: int) -> None:
+        """Fold the current weights into :attr:`ema` after optimizer step ``step`` (:func:`update_ema`)."""
+        update_ema(self.ema, self.state(), decay, step)
+
+    def elapsed(self) -> float:
+        """Seconds of training so far, resumed runs included."""
+        return self.elapsed_before + time.perf_counter() - self.began
+
+    def save(self, step: int) -> None:
+        """Write the checkpoint of step ``step`` to :attr:`path`."""
+        save_checkpoint(self.path, format_tag=self.format_tag, step=step, config=self.config, state=self.state(),
+                        ema=self.ema, optimizer=self.optimizer, generators={"train": self.generator},
+                        losses=self.losses, elapsed=self.elapsed())
+
+    def train(
+        self,
+        steps: int,
+        one_step: Callable[[int], float],
+        *,
+        checkpoint_every: int,
+        progress: bool,
+        desc: str,
+        on_step: Callable[[int, float], None] | None = None,
+        writes: bool = True,
+    ) -> float:
+        """Take steps :attr:`start` to ``steps - 1`` with :func:`run_steps`, checkpointing; returns :meth:`elapsed`.
+
+        Args:
+            writes: whether this process writes the checkpoints (under ``torch.distributed``, rank 0 alone).
+        """
+        self.began = time.perf_counter()
+
+        def checkpoint(step: int) -> None:
+            if self.path is not None and checkpoint_every > 0 and writes:
+                self.save(step)
+
+        run_steps(self.losses, self.start, steps, one_step, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
+                  progress=progress, desc=desc, on_step=on_step)
+        return self.elapsed()
+
+    def summary(self, elapsed: float) -> dict[str, Any]:
+        """The record entries both kinds of run share: ``loss_curve``, ``wall_seconds`` and ``threads``."""
+        return {"loss_curve": loss_curve(self.losses), "wall_seconds": round(elapsed, 1), "threads": torch.get_num_threads()}

@@ -38,12 +38,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import logging
 import os
-import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -53,21 +50,12 @@ from torch import Tensor, nn
 from ..core.distributed import PRECISIONS, all_reduce_sum_float64, is_main, on_main, rank, shard_range, world_size
 from ..core.errors import BossflowError
 from ..core.noise import sample_seed
+from .loop import CHECKPOINT_NAME, Run, check_resume, check_settings, loop_settings
 from .pairs import PairData
-from .loop import (
-    check_resume_config,
-    load_checkpoint,
-    loss_curve,
-    restore_checkpoint,
-    run_steps,
-    save_checkpoint,
-    update_ema,
-)
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "bossflow.straighten-checkpoint/1"
-CHECKPOINT_NAME = "checkpoint.safetensors"
 OBJECTIVES = ("boss", "rollout", "reflow")
 
 _RESUME_KEYS = ("objective", "lora", "batch_size", "lr", "weight_decay", "grad_clip", "ema_decay", "seed",
@@ -276,28 +264,62 @@ def straighten(
     Raises:
         BossflowError: bad settings, a checkpoint without ``resume``, or a checkpoint made with other settings.
     """
+    lr, distance_name, distance_fn = _check_settings(
+        teacher, pairs, objective=objective, steps=steps, batch_size=batch_size, lr=lr, grad_clip=grad_clip,
+        ema_decay=ema_decay, lora=lora, distance=distance, seed=seed, checkpoint_every=checkpoint_every,
+        resume=resume, out_dir=out_dir, micro_batch=micro_batch, precision=precision)
+    config = _resume_config(teacher, pairs, objective=objective, lora=lora, batch_size=batch_size, lr=lr,
+                            weight_decay=weight_decay, grad_clip=grad_clip, ema_decay=ema_decay, seed=seed,
+                            distance=distance_name, precision=precision)
+    student = _student(teacher, lora, seed)
+    run = Run.new(student, _trainable_names(student), lr=lr, weight_decay=weight_decay, seed=seed, config=config,
+                  format_tag=CHECKPOINT_FORMAT, out_dir=out_dir)
+    # Rank 0 reads the checkpoint; it is global, so any number of ranks resumes it.
+    found = on_main(lambda: run.read_checkpoint(resume, "straightening"))
+    if found is not None:
+        run.restore(found, steps, _RESUME_KEYS, defaults={"precision": "fp32"})  # checkpoints before bf16 were fp32
+        logger.info("resuming %s from step %d", run.path, run.start)
+    one_step = _step_function(run, pairs, distance_fn, objective=objective, batch_size=batch_size,
+                              micro_batch=micro_batch, precision=precision, grad_clip=grad_clip, ema_decay=ema_decay)
+    label = f"{objective}{' LoRA' if lora is not None else ''}"
+    elapsed = run.train(steps, one_step, checkpoint_every=checkpoint_every, progress=progress and is_main(),
+                        desc=f"straighten ({label})", on_step=on_step, writes=is_main())
+    return _export(teacher, run), _record(run, steps, elapsed)
 
-    from ..core.cost import model_fingerprint
 
+def _check_settings(
+    teacher: Any,
+    pairs: PairData,
+    *,
+    objective: str,
+    steps: int,
+    batch_size: int,
+    lr: float | None,
+    grad_clip: float,
+    ema_decay: float,
+    lora: LoraSettings | None,
+    distance: str | Callable[[Tensor, Tensor], Tensor],
+    seed: int,
+    checkpoint_every: int,
+    resume: bool,
+    out_dir: str | os.PathLike | None,
+    micro_batch: int | None,
+    precision: str,
+) -> tuple[float, str, Callable[[Tensor, Tensor], Tensor]]:
+    """Check :func:`straighten`'s settings, the first bad one raising; ``(lr, distance name, distance)``."""
     if objective not in OBJECTIVES:
         raise BossflowError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}.")
     if not isinstance(teacher, nn.Module):
         raise BossflowError("straightening fine-tunes a torch nn.Module; this teacher is a plain function.")
-    for name, value in (("steps", steps), ("batch_size", batch_size)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise BossflowError(f"{name} must be a positive integer, got {value!r}.")
+    check_settings("a positive integer", steps=steps, batch_size=batch_size)
     lr = lr if lr is not None else (1e-3 if lora is not None else 1e-4)
+    # Not check_settings' "a positive number": that refuses bools, which straighten has always taken.
     for name, value in (("lr", lr), ("grad_clip", grad_clip)):
         if not isinstance(value, (int, float)) or not value > 0:
             raise BossflowError(f"{name} must be a positive number, got {value!r}.")
-    if not (isinstance(ema_decay, (int, float)) and 0 <= ema_decay < 1):
-        raise BossflowError(f"ema_decay must be in [0, 1), got {ema_decay!r}.")
-    if not (isinstance(seed, int) and seed >= 0):
-        raise BossflowError(f"seed must be a non-negative integer, got {seed!r}.")
-    if not (isinstance(checkpoint_every, int) and checkpoint_every >= 0):
-        raise BossflowError(f"checkpoint_every must be a non-negative integer, got {checkpoint_every!r}.")
-    if resume and out_dir is None:
-        raise BossflowError("resume needs out_dir, the folder holding the checkpoint.")
+    check_settings("in [0, 1)", ema_decay=ema_decay)
+    check_settings("a non-negative integer", seed=seed, checkpoint_every=checkpoint_every)
+    check_resume(resume, out_dir)
     if isinstance(distance, str):
         if distance not in DISTANCES:
             raise BossflowError(f"distance must be one of {', '.join(DISTANCES)} or a callable, got {distance!r}.")
@@ -308,32 +330,49 @@ def straighten(
         raise BossflowError(f"distance must be a name or a callable, got {distance!r}.")
     if objective != "reflow" and not pairs.transitions:
         raise BossflowError("the pair data holds no schedule steps to straighten along.")
-
     if micro_batch is not None and (isinstance(micro_batch, bool) or not isinstance(micro_batch, int) or micro_batch < 1):
         raise BossflowError(f"micro_batch must be a positive integer or None, got {micro_batch!r}.")
     if precision not in PRECISIONS:
         raise BossflowError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}.")
-    world, me = world_size(), rank()
+    world = world_size()
     if batch_size < world:
         raise BossflowError(f"batch_size {batch_size} is smaller than the {world} processes sharing it; "
                             "pass a batch size of at least the number of processes.")
-    teacher_sha = model_fingerprint(teacher)
-    config = {
+    return lr, distance_name, distance_fn
+
+
+def _resume_config(
+    teacher: nn.Module,
+    pairs: PairData,
+    *,
+    objective: str,
+    lora: LoraSettings | None,
+    batch_size: int,
+    lr: float,
+    weight_decay: float,
+    grad_clip: float,
+    ema_decay: float,
+    seed: int,
+    distance: str,
+    precision: str,
+) -> dict[str, Any]:
+    """The settings a checkpoint records and a resumed run must share (:data:`_RESUME_KEYS`)."""
+    from ..core.cost import model_fingerprint
+
+    return {
         "objective": objective,
         "lora": lora.to_json() if lora is not None else None,
-        "batch_size": batch_size,
-        "lr": float(lr),
-        "weight_decay": float(weight_decay),
-        "grad_clip": float(grad_clip),
-        "ema_decay": float(ema_decay),
-        "seed": seed,
-        "distance": distance_name,
+        **loop_settings(batch_size, lr, weight_decay, grad_clip, ema_decay, seed),
+        "distance": distance,
         "precision": precision,
-        "teacher_sha256": teacher_sha,
+        "teacher_sha256": model_fingerprint(teacher),
         "pairs": {k: pairs.meta.get(k) for k in ("model_sha256", "times", "seed", "grid_steps", "substeps", "method",
                                                   "samples")} | {"nfes": pairs.nfes},
     }
 
+
+def _student(teacher: nn.Module, lora: LoraSettings | None, seed: int) -> nn.Module:
+    """The network to train, in train mode: ``teacher`` with LoRA adapters, or a full copy with every weight trainable."""
     if lora is not None:
         student = add_lora(teacher, lora, seed=sample_seed(seed, 0))
     else:
@@ -341,131 +380,143 @@ def straighten(
         for p in student.parameters():
             p.requires_grad_(True)
     student.train()
-    names = _trainable_names(student)
-    params = dict(student.named_parameters())
-    ema = {name: params[name].detach().clone() for name in names}
-    optimizer = torch.optim.AdamW([params[n] for n in names], lr=lr, weight_decay=weight_decay)
-    generator = torch.Generator().manual_seed(sample_seed(seed, 1))
-    table = _transition_table(pairs) if objective != "reflow" else None
-    losses: list[float] = []
-    start, elapsed_before = 0, 0.0
+    return student
 
-    ckpt_path = Path(out_dir) / CHECKPOINT_NAME if out_dir is not None else None
 
-    def read_checkpoint() -> tuple[dict[str, str], dict[str, Tensor]] | None:
-        if ckpt_path is None or not ckpt_path.exists():
-            return None
-        if not resume:
-            raise BossflowError(
-                f"{out_dir} already holds a straightening checkpoint; pass --resume (resume=True) to continue it, "
-                "or choose another output folder."
-            )
-        return load_checkpoint(ckpt_path, CHECKPOINT_FORMAT, ("train",))
+def _step_function(
+    run: Run,
+    pairs: PairData,
+    distance: Callable[[Tensor, Tensor], Tensor],
+    *,
+    objective: str,
+    batch_size: int,
+    micro_batch: int | None,
+    precision: str,
+    grad_clip: float,
+    ema_decay: float,
+) -> Callable[[int], float]:
+    """``one_step(step) -> loss``: one optimizer step of ``run`` on a global batch (its mean distance).
 
-    found = on_main(read_checkpoint)  # rank 0 reads it; the checkpoint is global, so any number of ranks resumes it
-    if found is not None:
-        metadata, tensors = found
-        saved = {"precision": "fp32", **json.loads(metadata["config"])}  # checkpoints before bf16 were fp32
-        check_resume_config(ckpt_path, saved, config, _RESUME_KEYS)
-        start = int(metadata["step"])
-        if start > steps:
-            raise BossflowError(f"the checkpoint in {out_dir} is at step {start}, past the requested {steps} steps.")
-        restore_checkpoint(ckpt_path, tensors, module=student, state_names=set(names), ema=ema, optimizer=optimizer,
-                           generators={"train": generator})
-        losses = [float(v) for v in tensors["losses"].tolist()]
-        elapsed_before = float(metadata.get("elapsed_seconds", "0"))
-        logger.info("resuming %s from step %d", ckpt_path, start)
-
-    began = time.perf_counter()
-
-    def checkpoint(step: int) -> None:
-        if ckpt_path is not None and checkpoint_every > 0 and is_main():
-            save_checkpoint(ckpt_path, format_tag=CHECKPOINT_FORMAT, step=step, config=config,
-                            state={n: params[n] for n in names}, ema=ema, optimizer=optimizer,
-                            generators={"train": generator}, losses=losses,
-                            elapsed=elapsed_before + time.perf_counter() - began)
-
-    # Every rank draws the same global batch from the same generator and computes its contiguous
-    # share of the rows; DistributedDataParallel averages the gradients of `share sum * world / B`,
-    # which is the gradient of the global batch mean: the same step as one process takes.
-    device = next(iter(params.values())).device
-    objective_fn = _Objective(student, distance_fn)
+    Every rank draws the same global batch from the same generator and computes its contiguous
+    share of the rows; DistributedDataParallel averages the gradients of `share sum * world / B`,
+    which is the gradient of the global batch mean: the same step as one process takes.
+    """
+    world, me = world_size(), rank()
+    device = next(run.module.parameters()).device
+    objective_fn = _Objective(run.module, distance)
     if world > 1:
         objective_fn = nn.parallel.DistributedDataParallel(objective_fn,
                                                            device_ids=[device] if device.type == "cuda" else None)
-    rows = slice(*shard_range(batch_size, me, world))
-    label = f"{objective}{' LoRA' if lora is not None else ''}"
-
-    def autocast() -> Any:
-        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    rows = slice(*shard_range(batch_size, me, world)) if world > 1 else None
+    table = _transition_table(pairs) if objective != "reflow" else None
+    trained = list(run.state().values())
 
     def one_step(step: int) -> float:
-        t, rollout = None, None
-        if objective == "rollout":
-            x, target, rollout = _rollout_batch(pairs, table, generator, batch_size)
-        elif objective == "boss":
-            x, t, target = _boss_batch(pairs, table, generator, batch_size)
-        else:
-            x, t, target = _reflow_batch(pairs, generator, batch_size)
-        if world > 1:
-            x, target = x[rows], target[rows]
-            t = t[rows] if t is not None else None
-        x, target = x.to(device), target.to(device)
-        t = t.to(device) if t is not None else None
+        x, t, target, rollout = _draw_batch(objective, pairs, table, run.generator, batch_size, rows, device)
+        run.optimizer.zero_grad(set_to_none=True)
         # Loss = sum of this share's distances * scale: the global batch mean once DDP averages over ranks.
-        scale = world / batch_size
-        chunk = micro_batch or x.shape[0]
-        optimizer.zero_grad(set_to_none=True)
-        total = 0.0
-        for a in range(0, x.shape[0], chunk):
-            part = slice(a, a + chunk)
-            last = a + chunk >= x.shape[0]
-            # Gradients are all-reduced once, on the last micro-batch.
-            sync = objective_fn.no_sync() if world > 1 and not last else contextlib.nullcontext()
-            with sync:
-                with autocast():
-                    distances = objective_fn(x[part], t[part] if t is not None else None, target[part], rollout)
-                (distances.float().sum() * scale).backward()
-            total += float(distances.detach().float().sum())
+        total = _accumulate_gradients(objective_fn, x, t, target, rollout, micro_batch=micro_batch,
+                                      scale=world / batch_size, precision=precision, world=world)
         if world > 1:
             loss_value = float(all_reduce_sum_float64([total])[0]) / batch_size
         else:
             loss_value = total / batch_size
-        nn.utils.clip_grad_norm_([params[n] for n in names], grad_clip)
-        optimizer.step()
-        update_ema(ema, params, ema_decay, step)
+        nn.utils.clip_grad_norm_(trained, grad_clip)
+        run.optimizer.step()
+        run.update_ema(ema_decay, step)
         return loss_value
 
-    run_steps(losses, start, steps, one_step, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
-              progress=progress and is_main(), desc=f"straighten ({label})", on_step=on_step)
-    elapsed = elapsed_before + time.perf_counter() - began
+    return one_step
 
+
+def _draw_batch(
+    objective: str,
+    pairs: PairData,
+    table: dict[str, Tensor] | None,
+    generator: torch.Generator,
+    batch_size: int,
+    rows: slice | None,
+    device: torch.device,
+) -> tuple[Tensor, Tensor | None, Tensor, list[tuple[float, float]] | None]:
+    """One global batch of ``objective``, this process's ``rows`` of it (``None``: all) on ``device``.
+
+    Returns:
+        ``(x, t, target, rollout)``: ``t`` is ``None`` for ``"rollout"``, whose Euler steps ``rollout`` are.
+    """
+    t, rollout = None, None
+    if objective == "rollout":
+        x, target, rollout = _rollout_batch(pairs, table, generator, batch_size)
+    elif objective == "boss":
+        x, t, target = _boss_batch(pairs, table, generator, batch_size)
+    else:
+        x, t, target = _reflow_batch(pairs, generator, batch_size)
+    if rows is not None:
+        x, target = x[rows], target[rows]
+        t = t[rows] if t is not None else None
+    x, target = x.to(device), target.to(device)
+    t = t.to(device) if t is not None else None
+    return x, t, target, rollout
+
+
+def _accumulate_gradients(
+    objective_fn: nn.Module,
+    x: Tensor,
+    t: Tensor | None,
+    target: Tensor,
+    rollout: list[tuple[float, float]] | None,
+    *,
+    micro_batch: int | None,
+    scale: float,
+    precision: str,
+    world: int,
+) -> float:
+    """Back-propagate ``scale * sum of distances`` over micro-batches of ``micro_batch`` rows; returns the sum."""
+    chunk = micro_batch or x.shape[0]
+    total = 0.0
+    for a in range(0, x.shape[0], chunk):
+        part = slice(a, a + chunk)
+        last = a + chunk >= x.shape[0]
+        # Gradients are all-reduced once, on the last micro-batch.
+        sync = objective_fn.no_sync() if world > 1 and not last else contextlib.nullcontext()
+        with sync:
+            with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                distances = objective_fn(x[part], t[part] if t is not None else None, target[part], rollout)
+            (distances.float().sum() * scale).backward()
+        total += float(distances.detach().float().sum())
+    return total
+
+
+def _export(teacher: nn.Module, run: Run) -> nn.Module:
+    """The plain network with ``run``'s EMA weights (LoRA merged), frozen, in eval mode."""
     with torch.no_grad():
-        for name in names:
-            params[name].copy_(ema[name])
-    result = merge_lora(student) if lora is not None else student
+        for name, value in run.state().items():
+            value.copy_(run.ema[name])
+    result = merge_lora(run.module) if run.config["lora"] is not None else run.module
     for p in result.parameters():
         p.requires_grad_(False)
     result.eval()
     if hasattr(teacher, "sample_shape"):
         result.sample_shape = teacher.sample_shape
+    return result
+
+
+def _record(run: Run, steps: int, elapsed: float) -> dict[str, Any]:
+    """The JSON record of a straightening run: its settings, the loss curve, time and versions."""
+    config, losses = run.config, run.losses
     tail = losses[-min(100, len(losses)):]
-    record = {
+    return {
         **{k: v for k, v in config.items() if k != "pairs"},
-        "objective_text": _OBJECTIVE_TEXT[objective],
+        "objective_text": _OBJECTIVE_TEXT[config["objective"]],
         "optimizer": "AdamW",
         "steps": steps,
-        "trainable_parameters": int(sum(params[n].numel() for n in names)),
-        "exported": "EMA weights" + (" with LoRA merged" if lora is not None else ""),
+        "trainable_parameters": int(sum(value.numel() for value in run.state().values())),
+        "exported": "EMA weights" + (" with LoRA merged" if config["lora"] is not None else ""),
         "pairs": config["pairs"],
         "final_loss": sum(tail) / len(tail) if tail else None,
-        "loss_curve": loss_curve(losses),
-        "wall_seconds": round(elapsed, 1),
-        "threads": torch.get_num_threads(),
-        "processes": world,
+        **run.summary(elapsed),
+        "processes": world_size(),
         "torch": torch.__version__,
     }
-    return result, record
 
 
 _OBJECTIVE_TEXT = {
@@ -477,6 +528,7 @@ _OBJECTIVE_TEXT = {
 
 
 __all__ = [
+    "CHECKPOINT_NAME",
     "DISTANCES",
     "LoraSettings",
     "OBJECTIVES",

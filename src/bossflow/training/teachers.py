@@ -15,10 +15,8 @@ final weights to an uninterrupted run (same machine, same thread count).
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -34,27 +32,16 @@ from ..models.model_dir import (
 )
 from ..core.errors import BossflowError, ModelSpecError
 from ..core.noise import sample_seed
+from .loop import CHECKPOINT_NAME, Run, check_resume, check_settings, loop_settings
 from .presets import TEACHER_PRESETS, TeacherPreset
-from .loop import (
-    check_resume_config,
-    load_checkpoint,
-    loss_curve,
-    restore_checkpoint,
-    run_steps,
-    save_checkpoint,
-    update_ema,
-)
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "bossflow.teacher-checkpoint/1"
-CHECKPOINT_NAME = "checkpoint.safetensors"
 OBJECTIVE = "conditional flow matching, linear path x_t = (1 - t) x_0 + t x_1, x_0 ~ N(0, I), t ~ U(0, 1), target x_1 - x_0"
 
 # Settings that must agree between a checkpoint and the run resuming it (``steps`` may grow).
 _RESUME_KEYS = ("architecture", "kwargs", "batch_size", "lr", "weight_decay", "grad_clip", "ema_decay", "seed", "data_sha256")
-
-
 
 
 def _data_sha256(data: Tensor) -> str:
@@ -67,12 +54,6 @@ def _check_data(data: Any) -> Tensor:
     if not bool(torch.isfinite(data).all()):
         raise BossflowError("training data holds NaN or infinite values; clean it first.")
     return data.detach().to("cpu", torch.float32)
-
-
-def _positive(name: str, value: Any, kind: type = int) -> None:
-    ok = isinstance(value, (int, float) if kind is float else int) and not isinstance(value, bool) and value > 0
-    if not ok:
-        raise BossflowError(f"{name} must be a positive {'number' if kind is float else 'integer'}, got {value!r}.")
 
 
 def _train_step(
@@ -151,38 +132,66 @@ def train_teacher(
         BossflowError: bad settings, an existing checkpoint without ``resume``, or a checkpoint
             made with other settings.
     """
+    data = _check_settings(data, steps=steps, batch_size=batch_size, lr=lr, grad_clip=grad_clip, seed=seed,
+                           checkpoint_every=checkpoint_every, ema_decay=ema_decay, weight_decay=weight_decay,
+                           weights_dtype=weights_dtype, resume=resume, out_dir=out_dir)
+    sample_shape = tuple(int(s) for s in data.shape[1:])
+    config = {"architecture": architecture, "kwargs": dict(arch_kwargs),
+              **loop_settings(batch_size, lr, weight_decay, grad_clip, ema_decay, seed), "data_sha256": _data_sha256(data)}
+    model = _initial_model(architecture, arch_kwargs, data, sample_shape, seed)
+    run = Run.new(model, None, lr=lr, weight_decay=weight_decay, seed=seed, config=config,
+                  format_tag=CHECKPOINT_FORMAT, out_dir=out_dir)
+    _resume_or_start(run, resume, steps)
 
+    def one_step(step: int) -> float:
+        loss = _train_step(run.module, run.optimizer, data, run.generator, batch_size, grad_clip)
+        run.update_ema(ema_decay, step)
+        return loss
+
+    desc = f"teacher {data_info['name']}" if isinstance(data_info, dict) and "name" in data_info else "teacher"
+    elapsed = run.train(steps, one_step, checkpoint_every=checkpoint_every, progress=progress, desc=desc)
+    teacher = _export(run, architecture, arch_kwargs, weights_dtype, sample_shape)
+    if out_dir is not None:
+        save_model_dir(teacher, out_dir, architecture=architecture, kwargs=dict(arch_kwargs), sample_shape=sample_shape,
+                       weights_dtype=weights_dtype, data=data_info, training=_record(run, steps, elapsed, provenance))
+    return teacher
+
+
+def _check_settings(
+    data: Any,
+    *,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    grad_clip: float,
+    seed: int,
+    checkpoint_every: int,
+    ema_decay: float,
+    weight_decay: float,
+    weights_dtype: str,
+    resume: bool,
+    out_dir: str | os.PathLike | None,
+) -> Tensor:
+    """Check :func:`train_teacher`'s settings, the first bad one raising; returns the data as float32 on the CPU."""
     data = _check_data(data)
-    for name, value in (("steps", steps), ("batch_size", batch_size)):
-        _positive(name, value)
-    for name, value in (("lr", lr), ("grad_clip", grad_clip)):
-        _positive(name, value, float)
-    if not (isinstance(seed, int) and seed >= 0):
-        raise BossflowError(f"seed must be a non-negative integer, got {seed!r}.")
-    if not (isinstance(checkpoint_every, int) and checkpoint_every >= 0):
-        raise BossflowError(f"checkpoint_every must be a non-negative integer, got {checkpoint_every!r}.")
-    if not (isinstance(ema_decay, (int, float)) and 0 <= ema_decay < 1):
-        raise BossflowError(f"ema_decay must be in [0, 1), got {ema_decay!r}.")
-    if not (isinstance(weight_decay, (int, float)) and weight_decay >= 0):
-        raise BossflowError(f"weight_decay must be non-negative, got {weight_decay!r}.")
+    check_settings("a positive integer", steps=steps, batch_size=batch_size)
+    check_settings("a positive number", lr=lr, grad_clip=grad_clip)
+    check_settings("a non-negative integer", seed=seed, checkpoint_every=checkpoint_every)
+    check_settings("in [0, 1)", ema_decay=ema_decay)
+    check_settings("non-negative", weight_decay=weight_decay)
     if weights_dtype not in WEIGHTS_DTYPES:
         raise BossflowError(f"weights_dtype must be one of {', '.join(WEIGHTS_DTYPES)}, got {weights_dtype!r}.")
-    if resume and out_dir is None:
-        raise BossflowError("resume needs out_dir, the folder holding the checkpoint.")
+    check_resume(resume, out_dir)
+    return data
 
-    sample_shape = tuple(int(s) for s in data.shape[1:])
-    config = {
-        "architecture": architecture,
-        "kwargs": dict(arch_kwargs),
-        "batch_size": batch_size,
-        "lr": float(lr),
-        "weight_decay": float(weight_decay),
-        "grad_clip": float(grad_clip),
-        "ema_decay": float(ema_decay),
-        "seed": seed,
-        "data_sha256": _data_sha256(data),
-    }
 
+def _initial_model(architecture: str, arch_kwargs: dict[str, Any], data: Tensor, sample_shape: tuple[int, ...],
+                   seed: int) -> nn.Module:
+    """The untrained network in train mode, checked to map samples of ``data`` (``sample_shape``) to that shape.
+
+    Raises:
+        ModelSpecError: the network does not fit the samples.
+    """
     # Initial weights from their own seeded stream (the global generator is left alone).
     model = build_model(architecture, dict(arch_kwargs), seed=sample_seed(seed, 0))
     model.train()
@@ -195,81 +204,57 @@ def train_teacher(
         raise ModelSpecError(
             f"{architecture}({arch_kwargs}) does not fit samples of shape {sample_shape} ({exc}); change its arguments."
         ) from None
-    ema = {name: value.detach().clone() for name, value in model.state_dict().items()}
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    generator = torch.Generator().manual_seed(sample_seed(seed, 1))
-    losses: list[float] = []
-    start, elapsed_before = 0, 0.0
+    return model
 
-    ckpt_path = Path(out_dir) / CHECKPOINT_NAME if out_dir is not None else None
-    if ckpt_path is not None:
-        if ckpt_path.exists():
-            if not resume:
-                raise BossflowError(
-                    f"{out_dir} already holds a training checkpoint; pass --resume (resume=True) to continue it, "
-                    "or choose another output folder."
-                )
-            metadata, tensors = load_checkpoint(ckpt_path, CHECKPOINT_FORMAT, ("train",))
-            check_resume_config(ckpt_path, json.loads(metadata["config"]), config, _RESUME_KEYS)
-            start = int(metadata["step"])
-            if start > steps:
-                raise BossflowError(f"the checkpoint in {out_dir} is at step {start}, past the requested {steps} steps.")
-            restore_checkpoint(ckpt_path, tensors, module=model, state_names=None, ema=ema, optimizer=optimizer,
-                               generators={"train": generator})
-            losses = [float(v) for v in tensors["losses"].tolist()]
-            elapsed_before = float(metadata.get("elapsed_seconds", "0"))
-            logger.info("resuming %s from step %d", ckpt_path, start)
-        elif (Path(out_dir) / CONFIG_NAME).exists():
-            raise BossflowError(
-                f"{out_dir} already holds a model and no checkpoint to resume; choose another output folder."
-            )
 
-    began = time.perf_counter()
+def _resume_or_start(run: Run, resume: bool, steps: int) -> None:
+    """Continue ``run``'s checkpoint when there is one, else start afresh in a folder holding no model.
 
-    def checkpoint(step: int) -> None:
-        if ckpt_path is not None and checkpoint_every > 0:
-            save_checkpoint(ckpt_path, format_tag=CHECKPOINT_FORMAT, step=step, config=config, state=model.state_dict(),
-                            ema=ema, optimizer=optimizer, generators={"train": generator}, losses=losses,
-                            elapsed=elapsed_before + time.perf_counter() - began)
+    Raises:
+        BossflowError: a checkpoint without ``resume``, one made with other settings or past ``steps``,
+            or a model in the folder and no checkpoint.
+    """
+    found = run.read_checkpoint(resume, "training")
+    if found is not None:
+        run.restore(found, steps, _RESUME_KEYS)
+        logger.info("resuming %s from step %d", run.path, run.start)
+    elif run.out_dir is not None and (Path(run.out_dir) / CONFIG_NAME).exists():
+        raise BossflowError(
+            f"{run.out_dir} already holds a model and no checkpoint to resume; choose another output folder."
+        )
 
-    def one_step(step: int) -> float:
-        loss = _train_step(model, optimizer, data, generator, batch_size, grad_clip)
-        update_ema(ema, model.state_dict(), ema_decay, step)
-        return loss
 
-    desc = f"teacher {data_info['name']}" if isinstance(data_info, dict) and "name" in data_info else "teacher"
-    run_steps(losses, start, steps, one_step, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
-              progress=progress, desc=desc)
-    elapsed = elapsed_before + time.perf_counter() - began
-
+def _export(run: Run, architecture: str, arch_kwargs: dict[str, Any], weights_dtype: str,
+            sample_shape: tuple[int, ...]) -> nn.Module:
+    """A fresh network with ``run``'s EMA weights rounded to ``weights_dtype``, in eval mode: what the export holds."""
     teacher = build_model(architecture, dict(arch_kwargs))
-    teacher.load_state_dict(ema)
+    teacher.load_state_dict(run.ema)
     round_weights(teacher, weights_dtype)
     teacher.eval()
     teacher.sample_shape = sample_shape
-    if out_dir is not None:
-        from .. import __version__
-
-        tail = losses[-min(100, len(losses)):]
-        training = {
-            "objective": OBJECTIVE,
-            "optimizer": "AdamW",
-            "steps": steps,
-            **{k: config[k] for k in ("batch_size", "lr", "weight_decay", "grad_clip", "ema_decay", "seed")},
-            "exported": "EMA weights",
-            "final_loss": sum(tail) / len(tail),
-            "final_loss_window": len(tail),
-            "loss_curve": loss_curve(losses),
-            "wall_seconds": round(elapsed, 1),
-            "threads": torch.get_num_threads(),
-            "torch": torch.__version__,
-            "bossflow": __version__,
-            "data_sha256": config["data_sha256"],
-            **(provenance or {}),
-        }
-        save_model_dir(teacher, out_dir, architecture=architecture, kwargs=dict(arch_kwargs),
-                       sample_shape=sample_shape, weights_dtype=weights_dtype, data=data_info, training=training)
     return teacher
 
 
-__all__ = ["TEACHER_PRESETS", "TeacherPreset", "train_teacher"]
+def _record(run: Run, steps: int, elapsed: float, provenance: dict[str, Any] | None) -> dict[str, Any]:
+    """The exported config's ``training`` entry: objective, settings, loss curve, time and versions."""
+    from .._version import __version__
+
+    config, losses = run.config, run.losses
+    tail = losses[-min(100, len(losses)):]
+    return {
+        "objective": OBJECTIVE,
+        "optimizer": "AdamW",
+        "steps": steps,
+        **{k: config[k] for k in ("batch_size", "lr", "weight_decay", "grad_clip", "ema_decay", "seed")},
+        "exported": "EMA weights",
+        "final_loss": sum(tail) / len(tail),
+        "final_loss_window": len(tail),
+        **run.summary(elapsed),
+        "torch": torch.__version__,
+        "bossflow": __version__,
+        "data_sha256": config["data_sha256"],
+        **(provenance or {}),
+    }
+
+
+__all__ = ["CHECKPOINT_NAME", "TEACHER_PRESETS", "TeacherPreset", "train_teacher"]

@@ -79,6 +79,27 @@ than a many-step sampler, and only Euler steps are refined. With few search nois
 free evaluation times the fit can overfit: on the 64-D mixture with 256 noises the
 search-set RMSE falls far below the held-out RMSE (rare samples that commit to the wrong
 component dominate the latter); more search noises close that gap.
+
+Measured
+--------
+Screening on few noises is cheaper but can rank wrongly: on the mixtures, screening on
+32-64 of 256 noises (``screen_samples``) picked worse basins. The chunk size
+(``batch_size``) changes the result only through floating-point rounding, but L-BFGS can
+amplify it: on the 2-D mixture at 8-10 NFE, batch sizes 256 and 128 gave step and
+evaluation times up to 0.03 apart, of nearly the same error (fresh-noise RMSE within 5 %).
+
+Result meta
+-----------
+:func:`refine_schedule`'s schedules carry ``start`` (method of the start
+the result came from) and ``late_start`` (its ``s_0`` when a late-start candidate won,
+else ``None``); ``improved`` (``False`` when no refined point beat the best start, which
+is then returned as is); ``start_loss`` (the best start's endpoint MSE) and ``loss``
+(the result's), both per dimension on the search noises, measured with
+:func:`bossflow.euler`; ``steps``, ``screen_steps``, ``candidates``, ``evaluations``,
+``samples``; ``model_calls`` and ``model_rows`` (forward, counted with
+:class:`bossflow.NFECounter`, checks and teacher included), ``backward_rows`` (rows
+back-propagated through the model) and ``teacher_rows`` (0 when ``target`` is given);
+under ``torch.distributed`` these counts are summed over the processes.
 """
 
 from __future__ import annotations
@@ -689,14 +710,11 @@ def refine_schedule(
             time set to each of these values (OSS's late start). Values in [0, 1]; ``()`` for none.
         lr: L-BFGS initial step length in parameter space.
         screen_samples: screen the candidates on the first this many noises only (default: all);
-            the final run always uses every noise. Cheaper, but a ranking on few noises can
-            be wrong: on the mixtures, screening on 32-64 of 256 noises picked worse basins.
+            the final run always uses every noise (module docstring: "Measured").
         cond: conditioning for every model call; tensors whose first dimension is B follow their samples.
         batch_size: rows per forward/backward pass (default B; under ``torch.distributed``
-            B split evenly over the processes). The result depends on it only through
-            floating-point rounding, but L-BFGS can amplify rounding: on the 2-D mixture at
-            8-10 NFE, batch sizes 256 and 128 gave step and evaluation times up to 0.03
-            apart, of nearly the same error (fresh-noise RMSE within 5 %).
+            B split evenly over the processes); it changes the result only through rounding,
+            which L-BFGS can amplify (module docstring: "Measured").
         last_step: ``"euler"`` (default) or ``"lstsq"``: fit the times for a last step
             ``x_K = a x_0 + sum_k b_k v_k`` whose coefficients are refitted by least squares
             for every candidate times (variable projection; see "Least-squares last step" in
@@ -708,16 +726,8 @@ def refine_schedule(
 
     Returns:
         :class:`Schedule` with the refined ``times`` and ``eval_times`` (``None`` when
-        ``eval_times=False``), and meta: ``method="refined"``; ``start`` (method of the start
-        the result came from) and ``late_start`` (its ``s_0`` when a late-start candidate won,
-        else ``None``); ``improved`` (``False`` when no refined point beat the best start, which
-        is then returned as is); ``start_loss`` (the best start's endpoint MSE) and ``loss``
-        (the result's), both per dimension on the search noises, measured with
-        :func:`bossflow.euler`; ``steps``, ``screen_steps``, ``candidates``, ``evaluations``,
-        ``samples``; ``model_calls`` and ``model_rows`` (forward, counted with
-        :class:`bossflow.NFECounter`, checks and teacher included), ``backward_rows`` (rows
-        back-propagated through the model) and ``teacher_rows`` (0 when ``target`` is given);
-        under ``torch.distributed`` these counts are summed over the processes.
+        ``eval_times=False``) and ``method="refined"``; its other meta keys are listed in the
+        module docstring ("Result meta").
 
     Raises:
         BossflowError: bad noise, target, steps, lr or late starts, or a model autograd cannot differentiate.

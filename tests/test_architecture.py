@@ -147,10 +147,14 @@ def test_cli_choices_match_the_library():
     assert _choices.OBJECTIVES == tuple(OBJECTIVES)
     assert _choices.DISTANCES == tuple(DISTANCES)
     assert _choices.FEATURE_CLASSIFIERS == tuple(FEATURE_CLASSIFIERS)
+    from bossflow.adapters.export import FORMATS
+    from bossflow.cli import export
+
+    assert export.FORMATS == FORMATS
 
 
 @pytest.mark.parametrize("argv", [["--help"], *[[cmd, "--help"] for cmd in
-                                   ("schedule", "demo", "bench", "evaluate", "teacher", "straighten", "sample")]])
+                                   ("schedule", "demo", "bench", "evaluate", "teacher", "straighten", "sample", "export")]])
 def test_help_imports_no_torch(argv):
     probe = (
         "import sys\n"

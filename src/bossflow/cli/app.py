@@ -16,10 +16,10 @@ import sys
 from typing import Any, Sequence
 
 from ..core.errors import BossflowError
-from . import bench, demo, evaluate, sample, schedule, straighten, teacher
+from . import bench, demo, evaluate, export, sample, schedule, straighten, teacher
 
 COMMANDS = {"schedule": schedule, "demo": demo, "bench": bench, "evaluate": evaluate, "teacher": teacher,
-            "straighten": straighten, "sample": sample}
+            "straighten": straighten, "sample": sample, "export": export}
 """Subcommand name -> its module, in ``--help`` order."""
 
 

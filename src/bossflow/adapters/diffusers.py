@@ -191,6 +191,11 @@ class DiffusersVelocity(nn.Module):
         guidance_scale: classifier-free guidance scale (used with ``negative_cond``).
         timestep_scale: ``timestep = timestep_scale * sigma``.
         sample_shape: shape of one latent, when known.
+
+    ``per_sample`` names conditioning that comes with each call rather than in ``cond`` (a
+    search's per-sample prompt embeddings), ``shared`` conditioning that both guidance
+    branches use (Flux's ``img_ids``, ``txt_ids``, ``guidance``); ``negative_cond`` must then
+    have exactly the keys of ``cond`` and ``per_sample``, less ``shared``.
     """
 
     def __init__(
@@ -202,6 +207,8 @@ class DiffusersVelocity(nn.Module):
         guidance_scale: float = 1.0,
         timestep_scale: float | None = None,
         sample_shape: Sequence[int] | None = None,
+        per_sample: Sequence[str] = (),
+        shared: Sequence[str] = (),
     ) -> None:
         super().__init__()
         if not callable(transformer):
@@ -210,9 +217,10 @@ class DiffusersVelocity(nn.Module):
             raise ModelSpecError(f"guidance_scale must be a number, got {guidance_scale!r}.")
         if guidance_scale != 1.0 and negative_cond is None:
             raise ModelSpecError("classifier-free guidance needs negative_cond (the unconditional embeddings).")
-        if negative_cond is not None and set(negative_cond) != set(cond):
+        branch_keys = (set(cond) | set(per_sample)) - set(shared)
+        if negative_cond is not None and set(negative_cond) != branch_keys:
             raise ModelSpecError(
-                f"negative_cond must have the keys of cond ({', '.join(sorted(cond))}), got {', '.join(sorted(negative_cond))}."
+                f"negative_cond must have the keys of cond ({', '.join(sorted(branch_keys))}), got {', '.join(sorted(negative_cond))}."
             )
         scale = default_timestep_scale(transformer) if timestep_scale is None else timestep_scale
         if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):

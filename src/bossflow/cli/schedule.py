@@ -7,11 +7,12 @@ search alone (the BOSS cost matrix on a fine base grid, then dynamic programming
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..core.errors import BossflowError
-from . import _choices
-from ._args import add_quiet, format_times, int_list, non_negative_int, positive_int, shape_of
+from . import _choices, _pipeline
+from ._args import add_quiet, format_times, int_list, non_negative_int, positive_float, positive_int, shape_of
 
 EXAMPLES = """\
 examples:
@@ -58,8 +59,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--method",
         choices=list(_choices.SEARCH_METHODS),
-        default="auto",
-        help="auto (default: the best of uniform, BOSS, OLSS and refined step/evaluation times per budget on held-out "
+        default=None,
+        help="auto (default; bellman for diffusers pipelines: the best of uniform, BOSS, OLSS and refined step/evaluation times per budget on held-out "
         "noises); bellman (BOSS: the cheapest search, one fine trajectory); global-dp, gits, ays, evolution, olss or "
         "refined (see README); uniform, edm and shift write a baseline schedule",
     )
@@ -78,8 +79,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "(default) or thorough (2-2.5 times as many); see below",
     )
     p.add_argument("--grid", choices=["uniform", "edm"], default="uniform", help="base grid family (default: uniform)")
-    p.add_argument("--grid-steps", type=positive_int, default=100, metavar="N", help="base grid intervals (default: 100)")
-    p.add_argument("--samples", type=positive_int, default=256, metavar="B", help="search noises (default: 256)")
+    p.add_argument("--grid-steps", type=positive_int, metavar="N", help="base grid intervals (default: 100; pipelines 40)")
+    p.add_argument("--samples", type=positive_int, metavar="B", help="search noises (default: 256; pipelines 32)")
     p.add_argument("--seed", type=non_negative_int, default=0, help="noise seed (default: 0)")
     p.add_argument("--batch-size", type=positive_int, default=64, help="samples integrated at once by bellman's cost matrix (default: 64)")
     p.add_argument(
@@ -98,6 +99,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="model arithmetic: fp32, or bf16 autocast for GPUs (states and costs keep --dtype) (default: fp32)")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="state dtype (default: float32)")
     add_quiet(p)
+    _add_pipeline_arguments(p.add_argument_group("diffusers pipelines (--model diffusers:DIR)"))
+
+
+def _add_pipeline_arguments(g: argparse._ArgumentGroup) -> None:
+    g.add_argument("--prompts", metavar="FILE", help="prompt file, UTF-8, one prompt per line (blank lines ignored)")
+    g.add_argument("--prompt", action="append", metavar="TEXT", help="a prompt; repeat for several (with or without --prompts)")
+    g.add_argument("--negative-prompt", metavar="TEXT",
+                   help="the unconditional prompt of classifier-free guidance (default: '' for SD3; Flux: true CFG only when given)")
+    g.add_argument("--guidance-scale", type=positive_float, metavar="G",
+                   help="guidance as the pipeline applies it (default: SD3 7.0, Flux 3.5); CFG counts two transformer calls")
+    g.add_argument("--height", type=positive_int, metavar="PX", help="image height in pixels (default: the pipeline's)")
+    g.add_argument("--width", type=positive_int, metavar="PX", help="image width in pixels (default: the pipeline's)")
+    g.add_argument("--variant", metavar="NAME", help="weights variant to load, e.g. fp16")
+    g.add_argument("--max-calls", type=positive_int, metavar="N", help="stop with a message before exceeding N transformer calls")
+    g.add_argument("--holdout-prompts", metavar="FILE",
+                   help="prompts for the held-out table (default: the search prompts, on fresh noises)")
+    g.add_argument("--holdout-samples", type=non_negative_int, default=8, metavar="B",
+                   help="held-out noises scored against the pipeline's own schedule (default: 8; 0 for none)")
+
 
 
 def _check_options(args: argparse.Namespace, nfes: list[int]) -> None:
@@ -121,14 +141,32 @@ def _check_options(args: argparse.Namespace, nfes: list[int]) -> None:
             )
 
 
-def _search_model(args: argparse.Namespace) -> tuple[Any, str, tuple[int, ...], str | None]:
-    """``(model, model id, sample shape, fingerprint for --cache)``, on ``--device`` in ``--dtype``/``--precision``."""
+@dataclass
+class _Target:
+    """What a search runs on: the velocity, its id, shape, ``--cache`` fingerprint, per-sample cond, provenance."""
+
+    model: Any
+    model_id: str
+    shape: tuple[int, ...]
+    fingerprint: str | None = None
+    cond: dict | None = None
+    provenance: dict = field(default_factory=dict)
+
+
+def _search_model(args: argparse.Namespace, nfes: list[int]) -> _Target:
+    """The model of ``--model`` on ``--device`` in ``--dtype``/``--precision`` (a pipeline: over its prompts)."""
     import torch
 
     from ..core.cost import model_fingerprint
     from ..core.distributed import Autocast, pick_device
     from ..models.loading import load_model
 
+    if _pipeline.is_pipeline(args):
+        found = _pipeline.load(args, samples=args.samples, seed=args.seed)
+        _pipeline.announce(args, nfes, 2 if found.provenance["cfg"] else 1)
+        fingerprint = f"{model_fingerprint(found.model)}+prompts:{found.provenance['prompts_sha256'][:16]}"
+        return _Target(_pipeline.budgeted(found, args, nfes), args.model, found.sample_shape, fingerprint, found.cond,
+                       {"diffusers": True, **found.provenance})
     loaded = load_model(args.model)
     shape = shape_of(args.shape) or loaded.sample_shape
     if shape is None:
@@ -142,7 +180,7 @@ def _search_model(args: argparse.Namespace) -> tuple[Any, str, tuple[int, ...], 
     if args.precision == "bf16":
         fingerprint = f"{model_fingerprint(model)}+bf16-autocast"
         model = Autocast(model)
-    return model, loaded.model_id, tuple(shape), fingerprint
+    return _Target(model, loaded.model_id, tuple(shape), fingerprint)
 
 
 def _search(args: argparse.Namespace, nfes: list[int]) -> tuple[dict[int, Any], dict[str, Any]]:
@@ -158,22 +196,31 @@ def _search(args: argparse.Namespace, nfes: list[int]) -> tuple[dict[int, Any], 
 
     if args.method in SCHEDULE_FAMILIES:
         return {k: SCHEDULE_FAMILIES[args.method](k) for k in nfes}, {"method": args.method}
-    model, model_id, shape, fingerprint = _search_model(args)
+    target = _search_model(args, nfes)
     grid = base_grid(args.grid, args.grid_steps)
-    noise = gaussian_noise(args.samples, shape, seed=args.seed, dtype=getattr(torch, args.dtype),
+    noise = gaussian_noise(args.samples, target.shape, seed=args.seed, dtype=getattr(torch, args.dtype),
                            device=pick_device(args.device))
-    provenance = {"model": model_id, "base_grid": args.grid, "grid_steps": args.grid_steps, "seed": args.seed}
+    provenance = {"model": target.model_id, "base_grid": args.grid, "grid_steps": args.grid_steps, "seed": args.seed,
+                  **target.provenance}
     if args.method != "bellman":
         options: dict[str, Any] = {"progress": not args.quiet and is_main()} if args.method in WITH_PROGRESS else {}
         if args.method == "auto":
             options.update(family=args.family, effort=args.effort)
-        return SEARCHES[args.method](model, noise, grid, nfes, provenance=provenance, **options), provenance
-    cost = cost_matrix(model, noise, grid, batch_size=args.batch_size, substeps=args.substeps, reference=args.reference,
-                       checkpoint=args.cache, model_id=fingerprint, progress=not args.quiet)
+        found = SEARCHES[args.method](target.model, noise, grid, nfes, cond=target.cond, provenance=provenance, **options)
+        return found, _spent(target, provenance)
+    cost = cost_matrix(target.model, noise, grid, batch_size=args.batch_size, substeps=args.substeps,
+                       reference=args.reference, cond=target.cond, checkpoint=args.cache, model_id=target.fingerprint,
+                       progress=not args.quiet)
     provenance.update(samples=args.samples, substeps=args.substeps, reference=args.reference)
     if args.precision != "fp32":
         provenance.update(precision=args.precision)
-    return bellman_schedules(cost, grid, nfes, **provenance), provenance
+    return bellman_schedules(cost, grid, nfes, **provenance), _spent(target, provenance)
+
+
+def _spent(target: _Target, provenance: dict) -> dict:
+    """``provenance`` with the transformer calls a pipeline search made."""
+    calls = getattr(target.model, "calls", None)
+    return {**provenance, "transformer_calls": calls} if calls is not None else provenance
 
 
 def print_schedules(schedules: dict[int, Any]) -> None:
@@ -194,11 +241,16 @@ def run(args: argparse.Namespace) -> int:
     from ..core.distributed import is_main
     from ..core.schedules import save_schedules
 
+    _pipeline.resolve_defaults(args)
     nfes = sorted(set(args.nfe))
     _check_options(args, nfes)
     schedules, provenance = _search(args, nfes)
     print_schedules(schedules)
+    if "transformer_calls" in provenance:
+        print(f"the search made {provenance['transformer_calls']:,} transformer calls")
     if args.out and is_main():
         save_schedules(args.out, schedules.values(), **provenance)
         print(f"wrote {len(schedules)} schedule(s) to {args.out}")
+    if _pipeline.is_pipeline(args) and is_main():
+        _pipeline.holdout_table(args, schedules, seed=args.seed + 1)
     return 0

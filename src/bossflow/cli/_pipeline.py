@@ -1,0 +1,122 @@
+"""``bossflow schedule --model diffusers:DIR``: the pipeline's velocity, its cost announced, the held-out table."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ..core.errors import BossflowError
+
+PREFIX = "diffusers:"
+PIPELINE_OPTIONS = ("prompts", "prompt", "negative_prompt", "guidance_scale", "height", "width", "variant",
+                    "max_calls", "holdout_prompts")
+"""Options that only a pipeline takes (``--holdout-samples`` has a default and is ignored elsewhere)."""
+DEFAULTS = {"method": ("auto", "bellman"), "samples": (256, 32), "grid_steps": (100, 40)}
+"""Option -> (default for other models, default for pipelines): a pipeline search must fit a GPU budget."""
+FINE_STEPS = 100
+"""Euler steps of the held-out reference solution."""
+
+
+def is_pipeline(args: argparse.Namespace) -> bool:
+    return args.model.startswith(PREFIX)
+
+
+def resolve_defaults(args: argparse.Namespace) -> None:
+    """Fill the options left unset with the defaults for this kind of model; refuse pipeline options elsewhere."""
+    pipeline = is_pipeline(args)
+    for name, (plain, for_pipeline) in DEFAULTS.items():
+        if getattr(args, name) is None:
+            setattr(args, name, for_pipeline if pipeline else plain)
+    if not pipeline:
+        given = [f"--{n.replace('_', '-')}" for n in PIPELINE_OPTIONS if getattr(args, n) not in (None, [])]
+        if given:
+            raise BossflowError(f"{', '.join(given)} apply to --model diffusers:DIR (a saved pipeline) only.")
+
+
+def prompts_of(args: argparse.Namespace) -> list[str]:
+    """The search prompts: ``--prompts`` then every ``--prompt``."""
+    from ..adapters.pipelines import read_prompts
+
+    prompts = (read_prompts(args.prompts) if args.prompts else []) + [p.strip() for p in args.prompt or [] if p.strip()]
+    if not prompts:
+        raise BossflowError("a pipeline search needs prompts: --prompts FILE (one per line) or --prompt TEXT.")
+    return prompts
+
+
+def load(args: argparse.Namespace, *, samples: int, seed: int, prompts: list[str] | None = None) -> Any:
+    """The :class:`~bossflow.adapters.pipelines.PipelineModel` of ``--model diffusers:DIR`` for ``samples`` noises."""
+    import torch
+
+    from ..adapters.pipelines import pipeline_model
+    from ..core.distributed import pick_device
+
+    return pipeline_model(
+        args.model[len(PREFIX):], prompts or prompts_of(args), samples=samples, seed=seed,
+        negative_prompt=args.negative_prompt, guidance_scale=args.guidance_scale, height=args.height, width=args.width,
+        device=pick_device(args.device), dtype=torch.bfloat16 if args.precision == "bf16" else torch.float32,
+        variant=args.variant,
+    )
+
+
+def planned_calls(args: argparse.Namespace, calls_per_row: int) -> int:
+    """Transformer calls of one fine trajectory per noise (what bellman spends for every budget at once)."""
+    substeps = args.substeps * (2 if args.reference == "heun" else 1)
+    return args.samples * args.grid_steps * substeps * calls_per_row
+
+
+def announce(args: argparse.Namespace, nfes: list[int], calls_per_row: int) -> None:
+    """Print what the search will cost before it starts; refuse a bellman search that cannot fit ``--max-calls``."""
+    one = planned_calls(args, calls_per_row)
+    cfg = " (classifier-free guidance: 2 calls per velocity)" if calls_per_row == 2 else ""
+    if args.method == "bellman":
+        print(f"the search makes {one:,} transformer calls{cfg}: {args.samples} noises x {args.grid_steps} steps")
+        if args.max_calls is not None and one > args.max_calls:
+            raise BossflowError(f"bellman needs {one:,} transformer calls, more than --max-calls {args.max_calls:,}; "
+                                "lower --samples or --grid-steps, or raise --max-calls.")
+    else:
+        print(f"one fine trajectory per noise is {one:,} transformer calls{cfg}; {args.method} spends several "
+              f"(auto: about 7 per budget with --effort standard, 4 with fast), so about "
+              f"{7 * len(nfes) * one:,} for NFE {','.join(map(str, nfes))}")
+
+
+def budgeted(target: Any, args: argparse.Namespace, nfes: list[int]) -> Any:
+    """The pipeline's velocity counting its transformer calls, stopping at ``--max-calls``, printing a time estimate."""
+    from ..adapters.pipelines import TransformerBudget
+
+    calls_per_row = 2 if target.provenance["cfg"] else 1
+    expected = planned_calls(args, calls_per_row) * (1 if args.method == "bellman" else 7 * len(nfes))
+
+    def report(seconds_per_call: float) -> None:
+        total = seconds_per_call * expected
+        when = f"{total / 60:.1f} min" if total >= 60 else f"{total:.0f} s"
+        print(f"first batch: {seconds_per_call * 1e3:.2f} ms per transformer call, about {when} for {expected:,} calls",
+              flush=True)
+
+    return TransformerBudget(target.model, calls_per_row, max_calls=args.max_calls, report=report)
+
+
+def holdout_table(args: argparse.Namespace, schedules: dict[int, Any], seed: int) -> None:
+    """Print each budget's held-out latent RMSE beside the pipeline's own default schedule at the same NFE."""
+    import torch
+
+    from ..core.distributed import pick_device
+    from ..core.noise import gaussian_noise
+    from ..evaluation.holdout import holdout_rows, scheduler_schedule
+
+    if args.holdout_samples == 0:
+        return
+    from ..adapters.pipelines import read_prompts
+
+    prompts = read_prompts(args.holdout_prompts) if args.holdout_prompts else None
+    target = load(args, samples=args.holdout_samples, seed=seed, prompts=prompts)
+    noise = gaussian_noise(args.holdout_samples, target.sample_shape, seed=seed, dtype=getattr(torch, args.dtype),
+                           device=pick_device(args.device))
+    usable = {k: s for k, s in schedules.items() if "olss" not in s.meta and not s.has_eval_times}
+    defaults = {k: scheduler_schedule(target.scheduler, k, target.mu) for k in usable}
+    rows = holdout_rows(target.model, noise, target.cond, usable, defaults, fine_steps=FINE_STEPS)
+    where = f"held-out prompts ({args.holdout_prompts})" if prompts else "the search prompts"
+    print(f"\nheld-out: {args.holdout_samples} fresh noises (seed {seed}) on {where}; latent RMSE against "
+          f"{FINE_STEPS} Euler steps")
+    print(f"{'NFE':>4}  {'searched':>9}  {'pipeline default':>16}  {'default / searched':>18}")
+    for row in rows:
+        print(f"{row['nfe']:>4}  {row['rmse']:9.4f}  {row['default_rmse']:16.4f}  {row['gain']:18.2f}")

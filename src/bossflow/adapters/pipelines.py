@@ -216,7 +216,8 @@ def _guidance(pipe: Any, guidance_scale: float, negative_prompt: str | None) -> 
     return {}, guidance_scale > 1
 
 
-def _flux_ids(pipe: Any, sample_shape: tuple[int, ...], text_length: int, height: int, width: int) -> dict[str, Tensor]:
+def _flux_ids(pipe: Any, text_length: int, height: int, width: int) -> dict[str, Tensor]:
+    """Flux's ``img_ids`` for this image size and ``txt_ids`` for this text length, shared by every sample."""
     factor = int(pipe.vae_scale_factor)
     h, w = height // factor // 2, width // factor // 2
     image_ids = type(pipe)._prepare_latent_image_ids(1, h, w, torch.device("cpu"), torch.float32)
@@ -258,7 +259,7 @@ def pipeline_model(
     embeds = encode_prompts(pipe, prompts)
     negative = {k: v[:1] for k, v in encode_prompts(pipe, [negative_prompt]).items()} if cfg else None
     if kind == "flux":
-        fixed.update(_flux_ids(pipe, shape, embeds["encoder_hidden_states"].shape[1], height, width))
+        fixed.update(_flux_ids(pipe, embeds["encoder_hidden_states"].shape[1], height, width))
     drop_encoders(pipe)
     index = assign_prompts(samples, len(prompts), seed)
     model = DiffusersVelocity(pipe.transformer, fixed, negative_cond=negative, guidance_scale=guidance_scale if cfg else 1.0,

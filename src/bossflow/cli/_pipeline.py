@@ -50,6 +50,8 @@ def load(args: argparse.Namespace, *, samples: int, seed: int, prompts: list[str
     from ..adapters.pipelines import pipeline_model
     from ..core.distributed import pick_device
 
+    if args.quiet:
+        _quiet_loading()
     return pipeline_model(
         args.model[len(PREFIX):], prompts or prompts_of(args), samples=samples, seed=seed,
         negative_prompt=args.negative_prompt, guidance_scale=args.guidance_scale, height=args.height, width=args.width,
@@ -58,10 +60,24 @@ def load(args: argparse.Namespace, *, samples: int, seed: int, prompts: list[str
     )
 
 
+def _quiet_loading() -> None:
+    """No loading bars from diffusers and transformers (``--quiet``)."""
+    import diffusers.utils.logging
+    import transformers.utils.logging
+
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
+
+
 def planned_calls(args: argparse.Namespace, calls_per_row: int) -> int:
     """Transformer calls of one fine trajectory per noise (what bellman spends for every budget at once)."""
     substeps = args.substeps * (2 if args.reference == "heun" else 1)
     return args.samples * args.grid_steps * substeps * calls_per_row
+
+
+def expected_calls(args: argparse.Namespace, nfes: list[int], calls_per_row: int) -> int:
+    """The calls a search is expected to make: bellman one fine trajectory, the others about 7 per budget."""
+    return planned_calls(args, calls_per_row) * (1 if args.method == "bellman" else 7 * len(nfes))
 
 
 def announce(args: argparse.Namespace, nfes: list[int], calls_per_row: int) -> None:
@@ -76,7 +92,7 @@ def announce(args: argparse.Namespace, nfes: list[int], calls_per_row: int) -> N
     else:
         print(f"one fine trajectory per noise is {one:,} transformer calls{cfg}; {args.method} spends several "
               f"(auto: about 7 per budget with --effort standard, 4 with fast), so about "
-              f"{7 * len(nfes) * one:,} for NFE {','.join(map(str, nfes))}")
+              f"{expected_calls(args, nfes, calls_per_row):,} for NFE {','.join(map(str, nfes))}")
 
 
 def budgeted(target: Any, args: argparse.Namespace, nfes: list[int]) -> Any:
@@ -84,7 +100,7 @@ def budgeted(target: Any, args: argparse.Namespace, nfes: list[int]) -> Any:
     from ..adapters.pipelines import TransformerBudget
 
     calls_per_row = 2 if target.provenance["cfg"] else 1
-    expected = planned_calls(args, calls_per_row) * (1 if args.method == "bellman" else 7 * len(nfes))
+    expected = expected_calls(args, nfes, calls_per_row)
 
     def report(seconds_per_call: float) -> None:
         total = seconds_per_call * expected

@@ -2,6 +2,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -61,7 +62,7 @@ def test_module_attribute_models_and_cache(capsys, tmp_path, monkeypatch):
     assert run(capsys, *args, "--model", "user_models:make_flow")[0] == 0
     assert cache.exists()
     code, out, _ = run(capsys, *args, "--model", "user_models:make_flow")  # cache hit
-    assert code == 0 and out.splitlines()[1].startswith("   2")
+    assert code == 0 and out.splitlines()[0].startswith("no --out") and out.splitlines()[2].startswith("   2")
     assert run(capsys, *args[:-2], "--model", "user_models:instance")[0] == 0
     assert run(capsys, *args[:-2], "--model", f"{TESTS / 'user_models.py'}:make_flow")[0] == 0
     assert run(capsys, *args[:-2], "--model", "user_models:velocity", "--shape", "4")[0] == 0
@@ -79,7 +80,9 @@ def test_module_attribute_models_and_cache(capsys, tmp_path, monkeypatch):
         (["--model", "gmm-2d", "--nfe", "200"], "exceeds --grid-steps"),
         (["--model", "gmm-2d", "--nfe", "0"], "at least 1"),
         (["--model", "gmm-2d", "--device", "nodevice"], "not available"),
-        (["--model", "gmm-2d", "--out", "/proc/forbidden/s.json"], "cannot write"),
+        (["--model", "gmm-2d", "--out", "/proc/forbidden/s.json"], "cannot create folder /proc/forbidden"),
+        (["--model", "gmm-2d", "--out", "user_models.py/s.json"], "user_models.py is a file, not a folder"),
+        (["--model", "gmm-2d", "--out", "."], "is a folder; give a file path"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(capsys, monkeypatch, argv, message):
@@ -231,3 +234,28 @@ def test_sigterm_stops_a_long_job_like_ctrl_c_and_it_resumes(tmp_path):
     assert proc.returncode == 130, err
     assert "--resume" in err and "Traceback" not in err
     assert (out / "checkpoint.safetensors").exists() and not (out / "config.json").exists()
+
+
+@pytest.mark.parametrize("argv, option", [
+    (["schedule", "--model", "digits", "--out", "FILE/s.json"], "--out"),
+    (["schedule", "--model", "digits", "--method", "bellman", "--cache", "FILE/c.npz"], "--cache"),
+    (["straighten", "--model", "digits", "--schedule", "s.json", "--out", "FILE"], "--out"),
+    (["straighten", "--model", "digits", "--schedule", "s.json", "--out", "DIR", "--pairs", "FILE"], "--pairs"),
+    (["teacher", "digits", "--out", "FILE"], "--out"),
+    (["demo", "--out", "FILE"], "--out"),
+    (["bench", "--out", "FILE"], "--out"),
+    (["evaluate", "--model", "digits", "--schedule", "s.json", "--out", "FILE"], "--out"),
+    (["sample", "--model", "digits", "--out", "FILE/x.png"], "--out"),
+    (["export", "s.json", "--out", "FILE/x.json"], "--out"),
+])
+def test_every_output_is_checked_before_any_work(tmp_path, capsys, argv, option):
+    blocker = tmp_path / "file"
+    blocker.write_text("in the way")
+    argv = [str(blocker) if a == "FILE" else str(blocker / a[5:]) if a.startswith("FILE/") else
+            str(tmp_path / "out") if a == "DIR" else a for a in argv]
+    started = time.perf_counter()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"bossflow: error: {option} ") and len(err.strip().splitlines()) == 1
+    assert time.perf_counter() - started < 5  # refused before loading or searching anything
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # nothing created on the way

@@ -73,3 +73,25 @@ def test_bad_pipeline_input_is_one_line_and_exit_2(sd3, tmp_path, capsys, extra,
     assert words is None or words in err
     if words is None:
         assert "--prompt apply to --model diffusers:DIR" in err
+
+
+def test_holdout_prompts_are_encoded_with_the_search_prompts_in_one_load(sd3, prompts, tmp_path, capsys, monkeypatch):
+    import bossflow.adapters.pipelines as pipelines
+
+    loads, encoded = [], []
+    load, encode = pipelines.load_pipeline, pipelines.encode_prompts
+    monkeypatch.setattr(pipelines, "load_pipeline", lambda *a, **k: (loads.append(a[0]), load(*a, **k))[1])
+    monkeypatch.setattr(pipelines, "encode_prompts", lambda pipe, p, **k: (encoded.append(list(p)), encode(pipe, p, **k))[1])
+    held_out = tmp_path / "held-out.txt"
+    held_out.write_text("a lighthouse at dusk\na bowl of soup\n", encoding="utf-8")
+    argv = ["schedule", "--model", f"diffusers:{sd3}", "--prompts", str(prompts), "--holdout-prompts", str(held_out),
+            "--nfe", "2", "--samples", "4", "--grid-steps", "8", "--holdout-samples", "4", "--quiet", *SIZE]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert len(loads) == 1
+    assert encoded[0] == ["a photo of a cat", "a red car on a street", "a bowl of fruit", "a lighthouse at dusk",
+                          "a bowl of soup"]
+    assert f"held-out prompts ({held_out})" in text
+    assert "then the held-out table makes 832 more" in text  # 4 noises x (100 + 2 x 2 steps) x 2 (CFG)
+    row = next(line for line in text.splitlines() if line.split()[:1] == ["2"] and len(line.split()) == 4)
+    assert float(row.split()[1]) > 0 and float(row.split()[2]) > 0

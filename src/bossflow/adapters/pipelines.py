@@ -60,6 +60,8 @@ class PipelineModel:
         scheduler: the pipeline's scheduler, as saved.
         mu: the dynamic-shift parameter the pipeline uses at this resolution (``None`` without dynamic shifting).
         provenance: what the schedule file records about the pipeline (JSON-able).
+        holdout_cond: per-sample conditioning of the held-out noises (``None`` when none were asked for).
+        holdout_prompts: the prompts those held-out noises were paired with.
     """
 
     model: DiffusersVelocity
@@ -70,6 +72,8 @@ class PipelineModel:
     scheduler: Any
     mu: float | None
     provenance: dict[str, Any] = field(default_factory=dict)
+    holdout_cond: dict[str, Tensor] | None = None
+    holdout_prompts: list[str] | None = None
 
 
 def read_prompts(path: str | os.PathLike) -> list[str]:
@@ -228,6 +232,7 @@ def pipeline_model(
     path: str, prompts: Sequence[str], *, samples: int, seed: int = 0, negative_prompt: str | None = None,
     guidance_scale: float | None = None, height: int | None = None, width: int | None = None,
     device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, variant: str | None = None,
+    holdout_samples: int = 0, holdout_prompts: Sequence[str] | None = None, holdout_seed: int = 1,
 ) -> PipelineModel:
     """Load the pipeline at ``path`` and build the velocity of its latents over ``prompts``.
 
@@ -242,6 +247,10 @@ def pipeline_model(
         device: where the transformer runs.
         dtype: weights dtype (``torch.bfloat16`` for ``--precision bf16``).
         variant: the weights variant to load (``"fp16"``, ...).
+        holdout_samples: held-out noises to condition as well (their prompts are encoded in the
+            same pass, before the text encoders are freed).
+        holdout_prompts: the held-out noises' prompts (default: ``prompts``).
+        holdout_seed: seed of the held-out prompt assignment.
 
     Raises:
         ModelSpecError: the pipeline cannot be loaded or used, or a bad size or guidance.
@@ -256,7 +265,8 @@ def pipeline_model(
         negative_prompt = ""
     height, width, shape, seq_len = latent_geometry(pipe, height, width)
     fixed, cfg = _guidance(pipe, guidance_scale, negative_prompt)
-    embeds = encode_prompts(pipe, prompts)
+    held_out = list(holdout_prompts or prompts)
+    embeds = encode_prompts(pipe, [*prompts, *holdout_prompts] if holdout_prompts else prompts)
     negative = {k: v[:1] for k, v in encode_prompts(pipe, [negative_prompt]).items()} if cfg else None
     if kind == "flux":
         fixed.update(_flux_ids(pipe, embeds["encoder_hidden_states"].shape[1], height, width))
@@ -264,7 +274,11 @@ def pipeline_model(
     index = assign_prompts(samples, len(prompts), seed)
     model = DiffusersVelocity(pipe.transformer, fixed, negative_cond=negative, guidance_scale=guidance_scale if cfg else 1.0,
                               sample_shape=shape, per_sample=tuple(embeds), shared=tuple(fixed)).to(device)
-    cond = {k: v[torch.as_tensor(index)].to(device) for k, v in embeds.items()}
+    cond = _rows(embeds, index, device)
+    holdout_cond = None
+    if holdout_samples:
+        offset = len(prompts) if holdout_prompts else 0
+        holdout_cond = _rows(embeds, offset + assign_prompts(holdout_samples, len(held_out), holdout_seed), device)
     mu = dynamic_mu(pipe, seq_len)
     provenance = {
         "pipeline": type(pipe).__name__, "pipeline_path": str(path), "height": height, "width": width,
@@ -273,7 +287,13 @@ def pipeline_model(
         "diffusers_scheduler": {k: v for k, v in dict(pipe.scheduler.config).items() if not k.startswith("_")},
         "mu": mu, "latent_shape": list(shape),
     }
-    return PipelineModel(model, cond, tuple(shape), index, list(prompts), pipe.scheduler, mu, provenance)
+    return PipelineModel(model, cond, tuple(shape), index, list(prompts), pipe.scheduler, mu, provenance,
+                         holdout_cond, held_out if holdout_samples else None)
+
+
+def _rows(embeds: dict[str, Tensor], index: np.ndarray, device: torch.device | str) -> dict[str, Tensor]:
+    """Each prompt embedding ``(P, ...)`` indexed by ``index`` ``(B,)``: the conditioning ``(B, ...)`` of B noises."""
+    return {k: v[torch.as_tensor(index)].to(device) for k, v in embeds.items()}
 
 
 class TransformerBudget(torch.nn.Module):

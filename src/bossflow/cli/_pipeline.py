@@ -43,20 +43,22 @@ def prompts_of(args: argparse.Namespace) -> list[str]:
     return prompts
 
 
-def load(args: argparse.Namespace, *, samples: int, seed: int, prompts: list[str] | None = None) -> Any:
-    """The :class:`~bossflow.adapters.pipelines.PipelineModel` of ``--model diffusers:DIR`` for ``samples`` noises."""
+def load(args: argparse.Namespace) -> Any:
+    """The :class:`~bossflow.adapters.pipelines.PipelineModel` of ``--model diffusers:DIR``: ``--samples`` search
+    noises on the search prompts and ``--holdout-samples`` held-out ones (seed ``--seed`` + 1), all encoded at once."""
     import torch
 
-    from ..adapters.pipelines import pipeline_model
+    from ..adapters.pipelines import pipeline_model, read_prompts
     from ..core.distributed import pick_device
 
     if args.quiet:
         _quiet_loading()
     return pipeline_model(
-        args.model[len(PREFIX):], prompts or prompts_of(args), samples=samples, seed=seed,
+        args.model[len(PREFIX):], prompts_of(args), samples=args.samples, seed=args.seed,
         negative_prompt=args.negative_prompt, guidance_scale=args.guidance_scale, height=args.height, width=args.width,
         device=pick_device(args.device), dtype=torch.bfloat16 if args.precision == "bf16" else torch.float32,
-        variant=args.variant,
+        variant=args.variant, holdout_samples=args.holdout_samples, holdout_seed=args.seed + 1,
+        holdout_prompts=read_prompts(args.holdout_prompts) if args.holdout_prompts else None,
     )
 
 
@@ -80,6 +82,11 @@ def expected_calls(args: argparse.Namespace, nfes: list[int], calls_per_row: int
     return planned_calls(args, calls_per_row) * (1 if args.method == "bellman" else 7 * len(nfes))
 
 
+def holdout_calls(args: argparse.Namespace, nfes: list[int], calls_per_row: int) -> int:
+    """Transformer calls of the held-out table: the fine reference, then each budget searched and default."""
+    return args.holdout_samples * (FINE_STEPS + 2 * sum(nfes)) * calls_per_row
+
+
 def announce(args: argparse.Namespace, nfes: list[int], calls_per_row: int) -> None:
     """Print what the search will cost before it starts; refuse a bellman search that cannot fit ``--max-calls``."""
     one = planned_calls(args, calls_per_row)
@@ -93,6 +100,9 @@ def announce(args: argparse.Namespace, nfes: list[int], calls_per_row: int) -> N
         print(f"one fine trajectory per noise is {one:,} transformer calls{cfg}; {args.method} spends several "
               f"(auto: about 7 per budget with --effort standard, 4 with fast), so about "
               f"{expected_calls(args, nfes, calls_per_row):,} for NFE {','.join(map(str, nfes))}")
+    if args.holdout_samples:
+        print(f"then the held-out table makes {holdout_calls(args, nfes, calls_per_row):,} more "
+              f"({args.holdout_samples} noises, {FINE_STEPS}-step reference; --holdout-samples 0 to skip it)")
 
 
 def budgeted(target: Any, args: argparse.Namespace, nfes: list[int]) -> Any:
@@ -111,26 +121,27 @@ def budgeted(target: Any, args: argparse.Namespace, nfes: list[int]) -> Any:
     return TransformerBudget(target.model, calls_per_row, max_calls=args.max_calls, report=report)
 
 
-def holdout_table(args: argparse.Namespace, schedules: dict[int, Any], seed: int) -> None:
-    """Print each budget's held-out latent RMSE beside the pipeline's own default schedule at the same NFE."""
+def holdout_table(target: Any, args: argparse.Namespace, schedules: dict[int, Any]) -> None:
+    """Print each budget's held-out latent RMSE beside the pipeline's own default schedule at the same NFE.
+
+    ``target`` is the :class:`~bossflow.adapters.pipelines.PipelineModel` the search ran on; its
+    held-out noises use seed ``--seed`` + 1.
+    """
     import torch
 
     from ..core.distributed import pick_device
     from ..core.noise import gaussian_noise
     from ..evaluation.holdout import holdout_rows, scheduler_schedule
 
-    if args.holdout_samples == 0:
+    if target.holdout_cond is None:
         return
-    from ..adapters.pipelines import read_prompts
-
-    prompts = read_prompts(args.holdout_prompts) if args.holdout_prompts else None
-    target = load(args, samples=args.holdout_samples, seed=seed, prompts=prompts)
+    seed = args.seed + 1
     noise = gaussian_noise(args.holdout_samples, target.sample_shape, seed=seed, dtype=getattr(torch, args.dtype),
                            device=pick_device(args.device))
     usable = {k: s for k, s in schedules.items() if "olss" not in s.meta and not s.has_eval_times}
     defaults = {k: scheduler_schedule(target.scheduler, k, target.mu) for k in usable}
-    rows = holdout_rows(target.model, noise, target.cond, usable, defaults, fine_steps=FINE_STEPS)
-    where = f"held-out prompts ({args.holdout_prompts})" if prompts else "the search prompts"
+    rows = holdout_rows(target.model, noise, target.holdout_cond, usable, defaults, fine_steps=FINE_STEPS)
+    where = f"held-out prompts ({args.holdout_prompts})" if args.holdout_prompts else "the search prompts"
     print(f"\nheld-out: {args.holdout_samples} fresh noises (seed {seed}) on {where}; latent RMSE against "
           f"{FINE_STEPS} Euler steps")
     print(f"{'NFE':>4}  {'searched':>9}  {'pipeline default':>16}  {'default / searched':>18}")

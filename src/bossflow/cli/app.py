@@ -62,6 +62,21 @@ def _stop_on_sigterm() -> Any:
     return signal.signal(signal.SIGTERM, _interrupt)
 
 
+def check_outputs(args: argparse.Namespace) -> None:
+    """Refuse, before any work, an output option of the command (its ``OUTPUTS``) that cannot be written.
+
+    Only rank 0 probes under torchrun: the probe creates and removes folders, which ranks would race on.
+    """
+    if os.environ.get("RANK", "0") not in ("", "0"):
+        return
+    from ..core._io import check_writable
+
+    for name, kind in getattr(COMMANDS[args.command], "OUTPUTS", {}).items():
+        value = getattr(args, name, None)
+        if value:
+            check_writable(value, kind=kind, option=f"--{name.replace('_', '-')}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``bossflow`` command. Under ``torchrun`` (``WORLD_SIZE`` > 1) every rank runs it; rank 0 prints and writes."""
     parser = build_parser()
@@ -70,6 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     joined = False
     where = ""
     try:
+        check_outputs(args)
         if int(os.environ.get("WORLD_SIZE", "1") or "1") > 1:
             from ..core.distributed import init_from_env, rank
 

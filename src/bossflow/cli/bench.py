@@ -22,6 +22,10 @@ examples:
 HELP = "run schedule searches side by side on any models"
 
 
+OUTPUTS = {"out": "folder"}
+"""Output options -> what they name, checked writable before the command runs."""
+
+
 def add_arguments(b: argparse.ArgumentParser) -> None:
     b.add_argument("--models", type=str_list, default=["gmm-2d", "gmm-64d"], metavar="M[,M...]",
                    help="presets or module:attribute specs (default: gmm-2d,gmm-64d)")

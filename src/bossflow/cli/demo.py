@@ -19,6 +19,10 @@ examples:
 HELP = "compare every schedule search on the mixture flows and the digits teacher; write a report with figures"
 
 
+OUTPUTS = {"out": "folder"}
+"""Output options -> what they name, checked writable before the command runs."""
+
+
 def add_arguments(d: argparse.ArgumentParser) -> None:
     d.add_argument("--out", default="bossflow-demo", help="output folder (default: bossflow-demo)")
     d.add_argument("--quick", action="store_true", help="reduced sizes (for tests)")

@@ -33,6 +33,10 @@ the real images' features under the same module.
 HELP = "measure schedules on a model: endpoint error, W2, MMD, digits Fréchet distance, NFE, time"
 
 
+OUTPUTS = {"out": "folder"}
+"""Output options -> what they name, checked writable before the command runs."""
+
+
 def add_arguments(e: argparse.ArgumentParser) -> None:
     e.add_argument("--model", required=True, help="preset, shipped teacher, model directory or module:attribute")
     e.add_argument("--schedule", action="append", required=True, metavar="FILE",

@@ -31,6 +31,10 @@ FORMATS = ("diffusers", "comfyui", "k-diffusion", "flow-matching")
 """``bossflow.adapters.export.FORMATS``."""
 
 
+OUTPUTS = {"out": "file"}
+"""Output options -> what they name, checked writable before the command runs."""
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("schedule", metavar="FILE", help="schedule file written by `bossflow schedule`")
     p.add_argument("--nfe", type=positive_int, metavar="K", help="the budget to export (needed when the file holds several)")

@@ -39,6 +39,10 @@ is the same whatever --n and --batch-size are.
 HELP = "sample a model along a schedule; write an image grid (.png) or the arrays (.npy, .npz)"
 
 
+OUTPUTS = {"out": "file"}
+"""Output options -> what they name, checked writable before the command runs."""
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="preset, shipped teacher, model directory or module:attribute")
     p.add_argument("--schedule", metavar="FILE|FAMILY",

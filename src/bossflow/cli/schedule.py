@@ -52,6 +52,10 @@ those libraries; see the README's Adapters section for diffusers and other conve
 HELP = "find few-step sampling schedules for a flow model (auto by default; BOSS with --method bellman)"
 
 
+OUTPUTS = {"out": "file", "cache": "file"}
+"""Output options -> what they name, checked writable before the command runs."""
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="preset, shipped teacher, model directory or module:attribute (see below)")
     p.add_argument("--nfe", type=int_list, default=[2, 4, 6, 8], metavar="K[,K...]", help="step budgets (default: 2,4,6,8)")
@@ -143,7 +147,8 @@ def _check_options(args: argparse.Namespace, nfes: list[int]) -> None:
 
 @dataclass
 class _Target:
-    """What a search runs on: the velocity, its id, shape, ``--cache`` fingerprint, per-sample cond, provenance."""
+    """What a search runs on: the velocity, its id, shape, ``--cache`` fingerprint, per-sample cond, provenance
+    and, for ``--model diffusers:DIR``, the :class:`~bossflow.adapters.pipelines.PipelineModel`."""
 
     model: Any
     model_id: str
@@ -151,6 +156,7 @@ class _Target:
     fingerprint: str | None = None
     cond: dict | None = None
     provenance: dict = field(default_factory=dict)
+    pipeline: Any = None
 
 
 def _search_model(args: argparse.Namespace, nfes: list[int]) -> _Target:
@@ -162,11 +168,11 @@ def _search_model(args: argparse.Namespace, nfes: list[int]) -> _Target:
     from ..models.loading import load_model
 
     if _pipeline.is_pipeline(args):
-        found = _pipeline.load(args, samples=args.samples, seed=args.seed)
+        found = _pipeline.load(args)
         _pipeline.announce(args, nfes, 2 if found.provenance["cfg"] else 1)
         fingerprint = f"{model_fingerprint(found.model)}+prompts:{found.provenance['prompts_sha256'][:16]}"
         return _Target(_pipeline.budgeted(found, args, nfes), args.model, found.sample_shape, fingerprint, found.cond,
-                       {"diffusers": True, **found.provenance})
+                       {"diffusers": True, **found.provenance}, found)
     loaded = load_model(args.model)
     shape = shape_of(args.shape) or loaded.sample_shape
     if shape is None:
@@ -183,8 +189,8 @@ def _search_model(args: argparse.Namespace, nfes: list[int]) -> _Target:
     return _Target(model, loaded.model_id, tuple(shape), fingerprint)
 
 
-def _search(args: argparse.Namespace, nfes: list[int]) -> tuple[dict[int, Any], dict[str, Any]]:
-    """``({nfe: Schedule}, provenance)`` for ``--method``."""
+def _search(args: argparse.Namespace, nfes: list[int]) -> tuple[dict[int, Any], dict[str, Any], _Target | None]:
+    """``({nfe: Schedule}, provenance, what it searched)`` for ``--method`` (no target for a baseline family)."""
     import torch
 
     from ..core.bellman import bellman_schedules
@@ -195,7 +201,7 @@ def _search(args: argparse.Namespace, nfes: list[int]) -> tuple[dict[int, Any], 
     from ..search import SEARCHES, WITH_PROGRESS
 
     if args.method in SCHEDULE_FAMILIES:
-        return {k: SCHEDULE_FAMILIES[args.method](k) for k in nfes}, {"method": args.method}
+        return {k: SCHEDULE_FAMILIES[args.method](k) for k in nfes}, {"method": args.method}, None
     target = _search_model(args, nfes)
     grid = base_grid(args.grid, args.grid_steps)
     noise = gaussian_noise(args.samples, target.shape, seed=args.seed, dtype=getattr(torch, args.dtype),
@@ -207,14 +213,14 @@ def _search(args: argparse.Namespace, nfes: list[int]) -> tuple[dict[int, Any], 
         if args.method == "auto":
             options.update(family=args.family, effort=args.effort)
         found = SEARCHES[args.method](target.model, noise, grid, nfes, cond=target.cond, provenance=provenance, **options)
-        return found, _spent(target, provenance)
+        return found, _spent(target, provenance), target
     cost = cost_matrix(target.model, noise, grid, batch_size=args.batch_size, substeps=args.substeps,
                        reference=args.reference, cond=target.cond, checkpoint=args.cache, model_id=target.fingerprint,
                        progress=not args.quiet)
     provenance.update(samples=args.samples, substeps=args.substeps, reference=args.reference)
     if args.precision != "fp32":
         provenance.update(precision=args.precision)
-    return bellman_schedules(cost, grid, nfes, **provenance), _spent(target, provenance)
+    return bellman_schedules(cost, grid, nfes, **provenance), _spent(target, provenance), target
 
 
 def _spent(target: _Target, provenance: dict) -> dict:
@@ -244,13 +250,15 @@ def run(args: argparse.Namespace) -> int:
     _pipeline.resolve_defaults(args)
     nfes = sorted(set(args.nfe))
     _check_options(args, nfes)
-    schedules, provenance = _search(args, nfes)
+    if not args.out and args.method not in _choices.SCHEDULE_FAMILIES and is_main():
+        print("no --out: the schedules are printed, not saved; add --out FILE.json to keep them")
+    schedules, provenance, target = _search(args, nfes)
     print_schedules(schedules)
     if "transformer_calls" in provenance:
         print(f"the search made {provenance['transformer_calls']:,} transformer calls")
     if args.out and is_main():
         save_schedules(args.out, schedules.values(), **provenance)
         print(f"wrote {len(schedules)} schedule(s) to {args.out}")
-    if _pipeline.is_pipeline(args) and is_main():
-        _pipeline.holdout_table(args, schedules, seed=args.seed + 1)
+    if target is not None and target.pipeline is not None and is_main():
+        _pipeline.holdout_table(target.pipeline, args, schedules)
     return 0

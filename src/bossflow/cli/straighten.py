@@ -41,6 +41,10 @@ straightened along) and checkpoint.safetensors (for --resume).
 HELP = "fine-tune a model so few Euler steps along its schedule land on its fine solution (BOSS; reflow baseline)"
 
 
+OUTPUTS = {"out": "folder", "pairs": "folder"}
+"""Output options -> what they name, checked writable before the command runs."""
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="the teacher: a shipped model (digits, fashion-mnist, gmm-2d-teacher, digits-boss) or a model directory")
     p.add_argument("--schedule", metavar="FILE", help="schedule file from `bossflow schedule` (optional with --objective reflow)")

@@ -37,6 +37,10 @@ def _defaults(attr: str) -> str:
     return ", ".join(f"{name} {getattr(preset, attr)}" for name, preset in TEACHER_PRESETS.items())
 
 
+OUTPUTS = {"out": "folder"}
+"""Output options -> what they name, checked writable before the command runs."""
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("preset", choices=list(TEACHER_PRESETS), help="what to train")
     p.add_argument("--out", required=True, metavar="DIR", help="output model directory (also holds the checkpoint)")

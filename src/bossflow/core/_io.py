@@ -67,3 +67,54 @@ def read_json(path: str | os.PathLike, what: str) -> Any:
         raise FileFormatError(
             f"{what} file {path} is not valid JSON (line {exc.lineno}: {exc.msg}); was it written by bossflow?"
         ) from None
+
+
+def check_writable(path: str | os.PathLike, *, kind: str, option: str) -> None:
+    """Raise unless ``path`` can be written as a ``kind`` (``"file"`` or ``"folder"``), before any work is done.
+
+    Probes for real: creates the missing parent folders and a temp file in the folder that
+    would hold the output, then removes both, so the reason given is the operating system's
+    (permissions, read-only or virtual filesystems, a file in the way).
+
+    Raises:
+        FileFormatError: naming ``option`` and the reason.
+    """
+    path = Path(path)
+    if path.is_dir() and kind == "file":
+        raise FileFormatError(f"{option} {path} is a folder; give a file path.")
+    if path.exists() and not path.is_dir() and kind == "folder":
+        raise FileFormatError(f"{option} {path} is a file; give a folder path.")
+    folder = path if kind == "folder" else (path.parent if str(path.parent) else Path("."))
+    missing = []
+    ancestor = folder
+    while not ancestor.exists():
+        missing.append(ancestor)
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise FileFormatError(f"{option} {path}: {ancestor} is a file, not a folder; choose another path.")
+    made: list[Path] = []
+    try:
+        for created in reversed(missing):
+            _probe_mkdir(created, option, path)
+            made.append(created)
+        try:
+            fd, probe = tempfile.mkstemp(prefix=".bossflow-probe.", dir=folder)
+        except OSError as exc:
+            raise FileFormatError(f"{option} {path} cannot be written: {exc.strerror or exc} in {folder}; "
+                                  "choose a writable path.") from None
+        os.close(fd)
+        os.unlink(probe)
+    finally:
+        for created in reversed(made):
+            try:
+                created.rmdir()
+            except OSError:
+                pass
+
+
+def _probe_mkdir(folder: Path, option: str, path: Path) -> None:
+    try:
+        folder.mkdir()
+    except OSError as exc:
+        raise FileFormatError(f"{option} {path} cannot be written: cannot create folder {folder} "
+                              f"({exc.strerror or exc}); choose a writable path.") from None

@@ -9,9 +9,16 @@ from bossflow.models import gmm_2d, gmm_64d
 from conftest import Interrupting
 
 
-def per_pair_definition(model, noise, grid, substeps=1):
-    """C[i, j] = mean_b ||x_i + (g_j - g_i) v_i - x_j||^2 / D, one pair at a time."""
-    traj = bf.fine_trajectory(model, noise, grid, substeps=substeps)
+def per_pair_definition(model, noise, grid, substeps=1, batch_size=None):
+    """C[i, j] = mean_b ||x_i + (g_j - g_i) v_i - x_j||^2 / D, one pair at a time.
+
+    ``batch_size`` integrates the trajectories in chunks of that many samples, as ``cost_matrix``
+    does: float32 model arithmetic may round differently with the batch size (SIMD tails on
+    AVX-512 CPUs), so a float32 comparison to 1e-9 needs the same chunks.
+    """
+    chunks = noise.split(batch_size or len(noise))
+    parts = [bf.fine_trajectory(model, chunk, grid, substeps=substeps) for chunk in chunks]
+    traj = bf.Trajectory(parts[0].times, torch.cat([p.xs for p in parts], dim=1), torch.cat([p.vs for p in parts], dim=1))
     n = len(grid) - 1
     dim = noise[0].numel()
     out = np.full((n + 1, n + 1), np.inf)
@@ -45,7 +52,7 @@ def test_float32_model_is_accumulated_in_float64():
     grid = bf.edm_schedule(16).times
     noise = bf.gaussian_noise(20, (2,), seed=1)
     got = bf.cost_matrix(model, noise, grid, batch_size=7)
-    want = per_pair_definition(model, noise, grid)
+    want = per_pair_definition(model, noise, grid, batch_size=7)
     upper = np.triu_indices(17, 1)
     assert got.dtype == np.float64
     np.testing.assert_allclose(got[upper], want[upper], rtol=0, atol=1e-9)

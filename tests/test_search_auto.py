@@ -293,9 +293,30 @@ def test_cli_family(capsys, tmp_path):
     s = bf.Schedule.load(out, nfe=2)
     assert s.meta["family"] == "times" and not s.has_eval_times and "olss" not in s.meta
     capsys.readouterr()
-    code = main(["schedule", "--model", "gmm-2d", "--nfe", "2", "--method", "bellman", "--family", "euler", "--quiet"])
-    err = capsys.readouterr().err
-    assert code == 2 and "--family applies to --method auto only" in err
+    bellman = tmp_path / "bellman-times.json"
+    code = main(["schedule", "--model", "gmm-2d", "--nfe", "2", "--samples", "16", "--grid-steps", "12",
+                 "--method", "bellman", "--family", "times", "--out", str(bellman), "--quiet"])
+    assert code == 0 and not bf.Schedule.load(bellman, nfe=2).has_eval_times
+    capsys.readouterr()
+    for method, family, makes in [("olss", "times", "OLSS steps (a linear multistep update)"), ("refined", "times", "evaluation times"),
+                                  ("olss", "euler", "OLSS steps (a linear multistep update)")]:
+        code = main(["schedule", "--model", "gmm-2d", "--nfe", "2", "--method", method, "--family", family, "--quiet"])
+        err = capsys.readouterr().err
+        assert code == 2 and f"--method {method} makes {makes}, not --family {family}" in err
+
+
+def test_method_families_match_what_each_search_returns():
+    """The CLI's table of which --method suits which --family, checked against the searches themselves."""
+    from bossflow.cli._choices import METHOD_FAMILIES
+    from bossflow.search import SEARCHES
+
+    noise, grid = bf.gaussian_noise(16, (2,), dtype=torch.float64), bf.uniform_schedule(12).times
+    for name, method in SEARCHES.items():
+        options = {"family": "euler"} if name == "auto" else {}
+        schedule = method(bf.models.gmm_2d(), noise, grid, [2], **options)[2]
+        is_olss, has_eval = "olss" in schedule.meta, schedule.has_eval_times
+        assert (name in METHOD_FAMILIES["times"]) == (name == "auto" or not (is_olss or has_eval)), name
+        assert (name in METHOD_FAMILIES["euler"]) == (name == "auto" or not is_olss), name
 
 
 def test_cli_effort(capsys, tmp_path):

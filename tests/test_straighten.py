@@ -98,10 +98,12 @@ def test_pair_cache_is_reused_extended_and_checked(tmp_path, teacher, schedules,
                           progress=False)
     assert sorted(p.name for p in cache.iterdir()) == ["meta.json", "shard-00000.safetensors",
                                                       "shard-00001.safetensors", "shard-00002.safetensors"]
-    # More samples: only the short last shard and the new one are made, the first rows are unchanged.
+    # More samples: only the short last shard and the new one are made, the complete shards are read as they were
+    # (the remade rows 32..39 are integrated in another batch, which may round differently on AVX-512 CPUs).
     more = teacher_pairs(teacher, [schedules[2]], SHAPE, samples=60, shard_size=16, grid_steps=20, cache_dir=cache,
                          progress=False)
-    assert torch.equal(more.states[:40], first.states)
+    assert torch.equal(more.states[:32], first.states[:32])
+    torch.testing.assert_close(more.states[:40], first.states, rtol=1e-6, atol=1e-6)
     direct = teacher_pairs(teacher, [schedules[2]], SHAPE, samples=60, grid_steps=20, progress=False)
     torch.testing.assert_close(more.states, direct.states, rtol=0, atol=1e-6)
 
@@ -152,7 +154,7 @@ def test_teacher_states_do_not_depend_on_batching(teacher):
     times = np.array([0.0, 0.4, 1.0])
     a = teacher_states(teacher, noise, times, grid_steps=10, batch_size=30)
     b = teacher_states(teacher, noise, times, grid_steps=10, batch_size=7)
-    torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+    torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)  # float32 rounding may depend on the batch (SIMD tails)
 
 
 # --- training -------------------------------------------------------------------------------
@@ -206,8 +208,10 @@ def test_micro_batches_accumulate_to_the_same_step(teacher, pairs, objective):
     whole, a = straighten(teacher, pairs, objective=objective, steps=4, batch_size=32, seed=1, progress=False)
     parts, b = straighten(teacher, pairs, objective=objective, steps=4, batch_size=32, seed=1, micro_batch=5,
                           progress=False)
+    # Adam divides by the gradient's size, so a near-zero gradient entry summed in another order can move its weight
+    # by up to lr (1e-4) per step; 1e-5 is a tenth of one step (a dropped micro-batch moves weights by more).
     for k, v in whole.state_dict().items():
-        torch.testing.assert_close(parts.state_dict()[k], v, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(parts.state_dict()[k], v, rtol=1e-5, atol=1e-5)
     assert a["final_loss"] == pytest.approx(b["final_loss"], rel=1e-5)
 
 

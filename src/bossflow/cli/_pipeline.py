@@ -11,7 +11,7 @@ PREFIX = "diffusers:"
 PIPELINE_OPTIONS = ("prompts", "prompt", "negative_prompt", "guidance_scale", "height", "width", "variant",
                     "max_calls", "holdout_prompts")
 """Options that only a pipeline takes (``--holdout-samples`` has a default and is ignored elsewhere)."""
-DEFAULTS = {"method": ("auto", "bellman"), "samples": (256, 32), "grid_steps": (100, 40)}
+DEFAULTS = {"method": ("auto", "bellman"), "samples": (256, 64), "grid_steps": (100, 40)}
 """Option -> (default for other models, default for pipelines): a pipeline search must fit a GPU budget."""
 FINE_STEPS = 100
 """Euler steps of the held-out reference solution."""

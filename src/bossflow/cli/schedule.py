@@ -72,8 +72,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--family",
         choices=["any", "euler", "times"],
         default="any",
-        help="for auto: which schedules it may return: any (default; OLSS-type steps included), euler (Euler steps "
-        "with evaluation times, what straighten takes) or times (step times only, what diffusers and flow_matching take)",
+        help="which schedules to return: any (default; OLSS-type steps included), euler (Euler steps "
+        "with evaluation times, what straighten takes) or times (step times only, what diffusers and flow_matching take); "
+        "auto searches only that family, another --method is refused when it makes other schedules",
     )
     p.add_argument(
         "--effort",
@@ -84,7 +85,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--grid", choices=["uniform", "edm"], default="uniform", help="base grid family (default: uniform)")
     p.add_argument("--grid-steps", type=positive_int, metavar="N", help="base grid intervals (default: 100; pipelines 40)")
-    p.add_argument("--samples", type=positive_int, metavar="B", help="search noises (default: 256; pipelines 32)")
+    p.add_argument("--samples", type=positive_int, metavar="B", help="search noises (default: 256; pipelines 64, see benchmarks/bench_samples.py)")
     p.add_argument("--seed", type=non_negative_int, default=0, help="noise seed (default: 0)")
     p.add_argument("--batch-size", type=positive_int, default=64, help="samples integrated at once by bellman's cost matrix (default: 64)")
     p.add_argument(
@@ -128,8 +129,10 @@ def _check_options(args: argparse.Namespace, nfes: list[int]) -> None:
     """Refuse option combinations that the chosen method would ignore."""
     if nfes[0] < 1:
         raise BossflowError(f"every --nfe must be at least 1, got {nfes[0]}.")
-    if args.family != "any" and args.method != "auto":
-        raise BossflowError(f"--family applies to --method auto only; drop it for --method {args.method}.")
+    if args.method not in _choices.METHOD_FAMILIES[args.family]:
+        makes = "OLSS steps (a linear multistep update)" if args.method == "olss" else "evaluation times"
+        raise BossflowError(f"--method {args.method} makes {makes}, not --family {args.family} schedules; "
+                            f"use --method auto or bellman with --family {args.family}.")
     if args.effort != "standard" and args.method != "auto":
         raise BossflowError(f"--effort applies to --method auto only; drop it for --method {args.method}.")
     if args.method in _choices.SCHEDULE_FAMILIES:

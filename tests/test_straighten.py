@@ -209,7 +209,7 @@ def test_micro_batches_accumulate_to_the_same_step(teacher, pairs, objective):
     parts, b = straighten(teacher, pairs, objective=objective, steps=4, batch_size=32, seed=1, micro_batch=5,
                           progress=False)
     # Adam divides by the gradient's size, so a near-zero gradient entry summed in another order can move its weight
-    # by up to lr (1e-4) per step; 1e-5 is a tenth of one step (a dropped micro-batch moves weights by more).
+    # by up to lr (1e-4) per step; 1e-5 is a tenth of one such step.
     for k, v in whole.state_dict().items():
         torch.testing.assert_close(parts.state_dict()[k], v, rtol=1e-5, atol=1e-5)
     assert a["final_loss"] == pytest.approx(b["final_loss"], rel=1e-5)

@@ -10,11 +10,8 @@ SEARCH_METHODS = ("uniform", "edm", "shift", "bellman", "global-dp", "gits", "ay
 SCHEDULE_FAMILIES = ("uniform", "edm", "shift")
 """``bossflow.core.schedules.SCHEDULE_FAMILIES``."""
 
-METHOD_FAMILIES = {
-    "times": ("uniform", "edm", "shift", "bellman", "global-dp", "gits", "ays", "evolution", "auto"),
-    "euler": ("uniform", "edm", "shift", "bellman", "global-dp", "gits", "ays", "evolution", "refined", "auto"),
-    "any": SEARCH_METHODS,
-}
+_STEP_TIMES_ONLY = ("uniform", "edm", "shift", "bellman", "global-dp", "gits", "ays", "evolution", "auto")
+METHOD_FAMILIES = {"times": _STEP_TIMES_ONLY, "euler": (*_STEP_TIMES_ONLY, "refined"), "any": SEARCH_METHODS}
 """``--family`` -> the methods whose schedules all belong to it (refined adds evaluation times,
 olss linear multistep steps; auto restricts its candidates to the family)."""
 

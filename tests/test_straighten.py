@@ -163,7 +163,7 @@ def test_teacher_states_do_not_depend_on_batching(teacher):
 def test_boss_batch_targets_are_the_euler_step_velocities(pairs):
     gen = torch.Generator().manual_seed(0)
     table = _transition_table(pairs)
-    x_a, s_a, target = _boss_batch(pairs, table, gen, 4096)
+    x_a, s_a, target, _ = _boss_batch(pairs, table, gen, 4096)
     # Every drawn pair is an exact transition of one schedule.
     steps = {(round(pairs.times[tr.a], 6), round(pairs.times[tr.b], 6)) for tr in pairs.transitions}
     assert set(np.round(s_a.double().numpy(), 6).tolist()) <= {a for a, _ in steps}
@@ -252,7 +252,7 @@ def test_lora_trains_only_the_adapters_and_merges_exactly(teacher, pairs):
     gen = torch.Generator().manual_seed(0)
     table = _transition_table(pairs)
     for _ in range(5):
-        x_a, s_a, target = _boss_batch(pairs, table, gen, 64)
+        x_a, s_a, target, _ = _boss_batch(pairs, table, gen, 64)
         loss = (adapted(x_a, s_a) - target).pow(2).mean()
         optimizer.zero_grad()
         loss.backward()

@@ -264,6 +264,15 @@ class DiffusersVelocity(nn.Module):
         # diffusers predicts noise - data = dx/dsigma; bossflow's velocity is dx/dt = -dx/dsigma.
         return -out.to(x.dtype)
 
+    def conditional_branch(self) -> DiffusersVelocity:
+        """The conditional branch alone (no classifier-free guidance), sharing this transformer and conditioning.
+
+        What a pipeline computes with ``guidance_scale=1``: one transformer call per velocity.
+        """
+        branch = DiffusersVelocity(self.transformer, self.cond.as_dict(), timestep_scale=self.timestep_scale,
+                                   sample_shape=getattr(self, "sample_shape", None))
+        return branch
+
     def extra_repr(self) -> str:
         return f"timestep_scale={self.timestep_scale:g}, guidance_scale={self.guidance_scale:g}"
 

@@ -16,6 +16,9 @@ data), classifier-free guidance included as the pipeline applies it:
   guidance embedding and runs once per step; otherwise ``guidance_scale > 1`` with a
   negative prompt is true CFG (the pipeline's ``true_cfg_scale``).
 
+A LoRA (``lora=``, a step-distilled Lightning/Turbo LoRA, say) is loaded with the pipeline's
+own ``load_lora_weights`` and fused into the transformer before anything is encoded or searched.
+
 ``f`` is the VAE's scale factor. The pipeline's scheduler must be a
 ``FlowMatchEulerDiscreteScheduler``; its config (shift, dynamic shifting and, for this
 resolution, ``mu``) is recorded so that schedules can be exported for it
@@ -24,13 +27,14 @@ resolution, ``mu``) is recorded so that schedules can be exported for it
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -62,6 +66,7 @@ class PipelineModel:
         provenance: what the schedule file records about the pipeline (JSON-able).
         holdout_cond: per-sample conditioning of the held-out noises (``None`` when none were asked for).
         holdout_prompts: the prompts those held-out noises were paired with.
+        prompt_embeds: ``{key: (P, ...)}`` the embeddings of ``prompts``, one row per prompt, on the model's device.
     """
 
     model: DiffusersVelocity
@@ -74,6 +79,7 @@ class PipelineModel:
     provenance: dict[str, Any] = field(default_factory=dict)
     holdout_cond: dict[str, Tensor] | None = None
     holdout_prompts: list[str] | None = None
+    prompt_embeds: dict[str, Tensor] = field(default_factory=dict)
 
 
 def read_prompts(path: str | os.PathLike) -> list[str]:
@@ -122,8 +128,8 @@ def load_pipeline(path: str, *, dtype: torch.dtype = torch.float32, variant: str
     if not Path(path).exists() and offline:
         raise ModelSpecError(f"no pipeline folder {path!r}, and HF_HUB_OFFLINE is set: give a saved pipeline folder.")
     try:
-        with warnings.catch_warnings():  # newer diffusers renames torch_dtype to dtype; older ones know only the former
-            warnings.simplefilter("ignore", FutureWarning)
+        with warnings.catch_warnings(), _quiet_transformers():
+            warnings.simplefilter("ignore", FutureWarning)  # newer diffusers renames torch_dtype to dtype
             pipe = diffusers.DiffusionPipeline.from_pretrained(path, torch_dtype=dtype, variant=variant)
     except (OSError, ValueError, EnvironmentError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -135,6 +141,55 @@ def load_pipeline(path: str, *, dtype: torch.dtype = torch.float32, variant: str
         )
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """transformers' warnings silenced while inside: it warns of a torchvision fallback for image processors that a
+    text-to-image pipeline's text encoders never use."""
+    try:
+        from transformers.utils import logging
+    except ImportError:
+        yield
+        return
+    before = logging.get_verbosity()
+    logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        logging.set_verbosity(before)
+
+
+def fuse_lora(pipe: Any, path: str, scale: float = 1.0) -> dict[str, Any]:
+    """Load the LoRA at ``path`` (a file, or a folder holding one) into ``pipe`` and fuse it; its provenance.
+
+    Uses the pipeline's own ``load_lora_weights``, ``fuse_lora(lora_scale=scale)`` and
+    ``unload_lora_weights``: the transformer (and any adapted text encoder) is left plain, with
+    the LoRA in its weights.
+
+    Raises:
+        ModelSpecError: no such file, or a LoRA this pipeline cannot load.
+    """
+    require("peft", "LoRA loading (--lora)")
+    where = Path(path)
+    if not where.exists():
+        raise ModelSpecError(f"no LoRA file or folder {path!r}; give a .safetensors file or the folder holding it.")
+    if not (isinstance(scale, (int, float)) and np.isfinite(scale)):
+        raise ModelSpecError(f"the LoRA scale must be a number, got {scale!r}.")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pipe.load_lora_weights(str(where))
+        pipe.fuse_lora(lora_scale=float(scale))
+        pipe.unload_lora_weights()
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelSpecError(f"cannot load the LoRA {path!r} into this {type(pipe).__name__}: {first}") from None
+    files = sorted(where.glob("*.safetensors")) if where.is_dir() else [where]
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(file.read_bytes())
+    return {"path": str(path), "scale": float(scale), "sha256": digest.hexdigest()}
 
 
 def pipeline_kind(pipe: Any) -> str:
@@ -233,6 +288,7 @@ def pipeline_model(
     guidance_scale: float | None = None, height: int | None = None, width: int | None = None,
     device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, variant: str | None = None,
     holdout_samples: int = 0, holdout_prompts: Sequence[str] | None = None, holdout_seed: int = 1,
+    lora: str | None = None, lora_scale: float = 1.0,
 ) -> PipelineModel:
     """Load the pipeline at ``path`` and build the velocity of its latents over ``prompts``.
 
@@ -251,12 +307,15 @@ def pipeline_model(
             same pass, before the text encoders are freed).
         holdout_prompts: the held-out noises' prompts (default: ``prompts``).
         holdout_seed: seed of the held-out prompt assignment.
+        lora: a LoRA to fuse into the pipeline first (:func:`fuse_lora`); recorded in the provenance.
+        lora_scale: its weight.
 
     Raises:
         ModelSpecError: the pipeline cannot be loaded or used, or a bad size or guidance.
     """
     pipe = load_pipeline(path, dtype=dtype, variant=variant, device=device)
     kind = pipeline_kind(pipe)
+    fused = fuse_lora(pipe, lora, lora_scale) if lora is not None else None
     if guidance_scale is None:
         guidance_scale = 7.0 if kind == "sd3" else 3.5
     if not (isinstance(guidance_scale, (int, float)) and np.isfinite(guidance_scale) and guidance_scale > 0):
@@ -285,10 +344,11 @@ def pipeline_model(
         "guidance_scale": float(guidance_scale), "cfg": bool(cfg), "negative_prompt": negative_prompt if cfg else None,
         "guidance_embeds": "guidance" in fixed, "prompts": len(prompts), "prompts_sha256": prompt_hash(prompts),
         "diffusers_scheduler": {k: v for k, v in dict(pipe.scheduler.config).items() if not k.startswith("_")},
-        "mu": mu, "latent_shape": list(shape),
+        "mu": mu, "latent_shape": list(shape), **({"lora": fused} if fused else {}),
     }
+    table = {k: v[:len(prompts)].to(device) for k, v in embeds.items()}
     return PipelineModel(model, cond, tuple(shape), index, list(prompts), pipe.scheduler, mu, provenance,
-                         holdout_cond, held_out if holdout_samples else None)
+                         holdout_cond, held_out if holdout_samples else None, table)
 
 
 def _rows(embeds: dict[str, Tensor], index: np.ndarray, device: torch.device | str) -> dict[str, Tensor]:

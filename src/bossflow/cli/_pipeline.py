@@ -1,4 +1,5 @@
-"""``bossflow schedule --model diffusers:DIR``: the pipeline's velocity, its cost announced, the held-out table."""
+"""``--model diffusers:DIR`` on the command line: the pipeline options, prompts and loading shared by
+``schedule`` and ``straighten``; for ``schedule``, its cost announced and the held-out table."""
 
 from __future__ import annotations
 
@@ -6,10 +7,11 @@ import argparse
 from typing import Any
 
 from ..core.errors import BossflowError
+from ._args import non_negative_int, positive_float, positive_int
 
 PREFIX = "diffusers:"
 PIPELINE_OPTIONS = ("prompts", "prompt", "negative_prompt", "guidance_scale", "height", "width", "variant",
-                    "max_calls", "holdout_prompts")
+                    "max_calls", "holdout_prompts", "lora")
 """Options that only a pipeline takes (``--holdout-samples`` has a default and is ignored elsewhere)."""
 DEFAULTS = {"method": ("auto", "bellman"), "samples": (256, 64), "grid_steps": (100, 40)}
 """Option -> (default for other models, default for pipelines): a pipeline search must fit a GPU budget."""
@@ -21,14 +23,35 @@ def is_pipeline(args: argparse.Namespace) -> bool:
     return args.model.startswith(PREFIX)
 
 
-def resolve_defaults(args: argparse.Namespace) -> None:
-    """Fill the options left unset with the defaults for this kind of model; refuse pipeline options elsewhere."""
+def add_pipeline_arguments(g: argparse._ArgumentGroup) -> None:
+    """The options of a pipeline's prompts, guidance, image size, weights and held-out table."""
+    g.add_argument("--prompts", metavar="FILE", help="prompt file, UTF-8, one prompt per line (blank lines ignored)")
+    g.add_argument("--prompt", action="append", metavar="TEXT", help="a prompt; repeat for several (with or without --prompts)")
+    g.add_argument("--negative-prompt", metavar="TEXT",
+                   help="the unconditional prompt of classifier-free guidance (default: '' for SD3; Flux: true CFG only when given)")
+    g.add_argument("--guidance-scale", type=positive_float, metavar="G",
+                   help="guidance as the pipeline applies it (default: SD3 7.0, Flux 3.5); CFG counts two transformer calls")
+    g.add_argument("--height", type=positive_int, metavar="PX", help="image height in pixels (default: the pipeline's)")
+    g.add_argument("--width", type=positive_int, metavar="PX", help="image width in pixels (default: the pipeline's)")
+    g.add_argument("--variant", metavar="NAME", help="weights variant to load, e.g. fp16")
+    g.add_argument("--holdout-prompts", metavar="FILE",
+                   help="prompts for the held-out table (default: the search prompts, on fresh noises)")
+    g.add_argument("--holdout-samples", type=non_negative_int, default=8, metavar="B",
+                   help="held-out noises of the table printed at the end (default: 8; 0 for none)")
+
+
+def resolve_defaults(args: argparse.Namespace, defaults: dict[str, tuple[Any, Any]] = DEFAULTS,
+                     options: tuple[str, ...] = PIPELINE_OPTIONS) -> None:
+    """Fill the options left unset with ``defaults`` for this kind of model; refuse pipeline ``options`` elsewhere.
+
+    ``defaults``: option -> (default for other models, default for pipelines).
+    """
     pipeline = is_pipeline(args)
-    for name, (plain, for_pipeline) in DEFAULTS.items():
+    for name, (plain, for_pipeline) in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, for_pipeline if pipeline else plain)
     if not pipeline:
-        given = [f"--{n.replace('_', '-')}" for n in PIPELINE_OPTIONS if getattr(args, n) not in (None, [])]
+        given = [f"--{n.replace('_', '-')}" for n in options if getattr(args, n) not in (None, [], False)]
         if given:
             raise BossflowError(f"{', '.join(given)} apply to --model diffusers:DIR (a saved pipeline) only.")
 
@@ -43,9 +66,10 @@ def prompts_of(args: argparse.Namespace) -> list[str]:
     return prompts
 
 
-def load(args: argparse.Namespace) -> Any:
-    """The :class:`~bossflow.adapters.pipelines.PipelineModel` of ``--model diffusers:DIR``: ``--samples`` search
-    noises on the search prompts and ``--holdout-samples`` held-out ones (seed ``--seed`` + 1), all encoded at once."""
+def load(args: argparse.Namespace, samples: int | None = None) -> Any:
+    """The :class:`~bossflow.adapters.pipelines.PipelineModel` of ``--model diffusers:DIR``: ``samples`` (default
+    ``--samples``) search noises on the search prompts and ``--holdout-samples`` held-out ones (seed ``--seed`` + 1),
+    all encoded at once; ``--lora`` fused first when the command has it."""
     import torch
 
     from ..adapters.pipelines import pipeline_model, read_prompts
@@ -54,11 +78,12 @@ def load(args: argparse.Namespace) -> Any:
     if args.quiet:
         _quiet_loading()
     return pipeline_model(
-        args.model[len(PREFIX):], prompts_of(args), samples=args.samples, seed=args.seed,
+        args.model[len(PREFIX):], prompts_of(args), samples=samples or args.samples, seed=args.seed,
         negative_prompt=args.negative_prompt, guidance_scale=args.guidance_scale, height=args.height, width=args.width,
         device=pick_device(args.device), dtype=torch.bfloat16 if args.precision == "bf16" else torch.float32,
         variant=args.variant, holdout_samples=args.holdout_samples, holdout_seed=args.seed + 1,
         holdout_prompts=read_prompts(args.holdout_prompts) if args.holdout_prompts else None,
+        lora=getattr(args, "lora", None), lora_scale=getattr(args, "lora_scale", 1.0),
     )
 
 

@@ -108,21 +108,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _add_pipeline_arguments(g: argparse._ArgumentGroup) -> None:
-    g.add_argument("--prompts", metavar="FILE", help="prompt file, UTF-8, one prompt per line (blank lines ignored)")
-    g.add_argument("--prompt", action="append", metavar="TEXT", help="a prompt; repeat for several (with or without --prompts)")
-    g.add_argument("--negative-prompt", metavar="TEXT",
-                   help="the unconditional prompt of classifier-free guidance (default: '' for SD3; Flux: true CFG only when given)")
-    g.add_argument("--guidance-scale", type=positive_float, metavar="G",
-                   help="guidance as the pipeline applies it (default: SD3 7.0, Flux 3.5); CFG counts two transformer calls")
-    g.add_argument("--height", type=positive_int, metavar="PX", help="image height in pixels (default: the pipeline's)")
-    g.add_argument("--width", type=positive_int, metavar="PX", help="image width in pixels (default: the pipeline's)")
-    g.add_argument("--variant", metavar="NAME", help="weights variant to load, e.g. fp16")
+    _pipeline.add_pipeline_arguments(g)
     g.add_argument("--max-calls", type=positive_int, metavar="N", help="stop with a message before exceeding N transformer calls")
-    g.add_argument("--holdout-prompts", metavar="FILE",
-                   help="prompts for the held-out table (default: the search prompts, on fresh noises)")
-    g.add_argument("--holdout-samples", type=non_negative_int, default=8, metavar="B",
-                   help="held-out noises scored against the pipeline's own schedule (default: 8; 0 for none)")
-
+    g.add_argument("--lora", metavar="PATH",
+                   help="a LoRA (file or folder, e.g. a Lightning/Turbo LoRA) loaded with load_lora_weights and fused "
+                   "before the search; recorded in the file")
+    g.add_argument("--lora-scale", type=float, default=1.0, metavar="W", help="the LoRA's weight (default: 1)")
 
 
 def _check_options(args: argparse.Namespace, nfes: list[int]) -> None:

@@ -3,7 +3,9 @@
 --objective rollout, the student's own K-step endpoint error against the teacher's
 solution; with --objective reflow, the reflow baseline (Liu et al. 2022) on the same couplings.
 Full fine-tuning, or LoRA adapters (peft) with --lora-rank. AdamW, gradient clipping,
-EMA weights, seeded, resumable.
+EMA weights, seeded, resumable. A saved diffusers pipeline (--model diffusers:DIR, SD3 or
+Flux) is straightened into a LoRA file that pipe.load_lora_weights(OUT) loads, trained as the
+pipeline evaluates its transformer (both classifier-free guidance branches).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import BossflowError
-from . import _choices
+from . import _choices, _pipeline, _pipeline_lora
 from ._args import add_quiet, int_list, non_negative_int, positive_float, positive_int
 
 EXAMPLES = """\
@@ -28,6 +30,13 @@ examples:
   bossflow straighten ... --device auto --precision bf16 --micro-batch 16   # a GPU, large images
   bossflow sample --model runs/digits-boss2 --schedule runs/digits-sched.json --nfe 2 --out grid.png
 
+  # a saved diffusers pipeline into a LoRA (search its schedule first, step times only):
+  bossflow schedule --model diffusers:path/to/sd3 --prompts prompts.txt --guidance-scale 4 --nfe 2,4 \
+      --family times --out s.json
+  bossflow straighten --model diffusers:path/to/sd3 --prompts prompts.txt --guidance-scale 4 --schedule s.json \
+      --lora-rank 16 --steps 2000 --out sd3-boss-lora --device cuda --precision bf16
+  # then: pipe.load_lora_weights("sd3-boss-lora"); pipe(prompt, sigmas=..., guidance_scale=4)
+
 Pairs: the teacher's fine solutions (Euler on a uniform --grid-steps grid merged with the
 schedule times) from --samples seeded noises, kept at the schedule times. They are cached
 in --pairs (default OUT/pairs) and reused by every run given the same folder, teacher and
@@ -36,6 +45,15 @@ is straightened at once (budgets mixed, as in the paper); --nfe 2 gives one mode
 The output folder is a model directory (config.json + model.safetensors, EMA weights, LoRA
 merged) that every --model option accepts, plus schedules.json (the schedules it was
 straightened along) and checkpoint.safetensors (for --resume).
+
+Pipelines: the pairs are the pipeline's own guided fine solutions for (prompt, noise) pairs
+(noise i takes prompt i mod P), in float16 shards of 32 noises in OUT/pairs; OUT then holds
+pytorch_lora_weights.safetensors (diffusers' LoRA format for that pipeline), schedules.json
+(with the pipeline's scheduler, so `bossflow export OUT/schedules.json --nfe K` gives the
+sigmas to pass), bossflow_lora.json (how it was made, the sigmas, the held-out table) and
+checkpoint.safetensors. Pipeline defaults: --samples 256, --grid-steps 40, --batch-size 16,
+--pair-batch-size 8, --lora-rank 16 (attention projections). The held-out table compares the
+schedule's K steps with and without the LoRA against the base pipeline's 100-step solution.
 """
 
 HELP = "fine-tune a model so few Euler steps along its schedule land on its fine solution (BOSS; reflow baseline)"
@@ -46,29 +64,32 @@ OUTPUTS = {"out": "folder", "pairs": "folder"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="the teacher: a shipped model (digits, fashion-mnist, gmm-2d-teacher, digits-boss) or a model directory")
+    p.add_argument("--model", required=True, help="the teacher: a shipped model (digits, fashion-mnist, gmm-2d-teacher, "
+                   "digits-boss), a model directory, or diffusers:DIR (a saved SD3/Flux pipeline, into a LoRA)")
     p.add_argument("--schedule", metavar="FILE", help="schedule file from `bossflow schedule` (optional with --objective reflow)")
     p.add_argument("--nfe", type=int_list, metavar="K[,K...]", help="budgets of the file to straighten along (default: all)")
     p.add_argument("--out", required=True, metavar="DIR", help="output model directory (also holds checkpoint and pairs)")
     p.add_argument("--objective", choices=list(_choices.OBJECTIVES), default="boss",
                    help="boss (default: per-step targets), rollout (end-to-end K-step error), or the reflow baseline")
     p.add_argument("--steps", type=positive_int, default=2000, metavar="N", help="optimizer steps (default: 2000)")
-    p.add_argument("--batch-size", type=positive_int, default=128, metavar="B", help="pairs per step (default: 128)")
+    p.add_argument("--batch-size", type=positive_int, metavar="B", help="pairs per step (default: 128; pipelines 16)")
     p.add_argument("--lr", type=positive_float, help="AdamW learning rate (default: 1e-4 full, 1e-3 LoRA)")
     p.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay (default: 0)")
     p.add_argument("--grad-clip", type=positive_float, default=1.0, help="maximum gradient norm (default: 1)")
     p.add_argument("--ema-decay", type=float, default=0.999, help="EMA decay of the exported weights (default: 0.999)")
     p.add_argument("--distance", choices=list(_choices.DISTANCES), default="mse", help="training distance (default: mse)")
-    p.add_argument("--lora-rank", type=positive_int, metavar="R", help="train LoRA adapters of rank R instead of every weight")
+    p.add_argument("--lora-rank", type=positive_int, metavar="R",
+                   help="train LoRA adapters of rank R instead of every weight (pipelines: always LoRA, default 16)")
     p.add_argument("--lora-alpha", type=positive_float, metavar="A", help="LoRA alpha (default: the rank)")
     p.add_argument("--lora-targets", metavar="NAME[,NAME...]",
-                   help="modules to adapt (default: every nn.Linear and nn.Conv2d)")
-    p.add_argument("--samples", type=positive_int, default=4096, metavar="N", help="teacher trajectories (default: 4096)")
+                   help="modules to adapt (default: every nn.Linear and nn.Conv2d; pipelines: the attention projections "
+                   "to_q, to_k, to_v, to_out.0 and their add_* text-stream twins)")
+    p.add_argument("--samples", type=positive_int, metavar="N", help="teacher trajectories (default: 4096; pipelines 256)")
     p.add_argument("--pairs", metavar="DIR", help="pair cache folder, shareable between runs (default: OUT/pairs)")
-    p.add_argument("--grid-steps", type=positive_int, default=100, metavar="N",
-                   help="uniform fine grid of the teacher's solution, merged with the schedule times (default: 100)")
+    p.add_argument("--grid-steps", type=positive_int, metavar="N",
+                   help="uniform fine grid of the teacher's solution, merged with the schedule times (default: 100; pipelines 40)")
     p.add_argument("--substeps", type=positive_int, default=1, metavar="S", help="Euler sub-steps per grid interval (default: 1)")
-    p.add_argument("--pair-batch-size", type=positive_int, default=256, metavar="B", help="noises integrated at once (default: 256)")
+    p.add_argument("--pair-batch-size", type=positive_int, metavar="B", help="noises integrated at once (default: 256; pipelines 8)")
     p.add_argument("--weights-dtype", choices=["float32", "float16"], default="float32",
                    help="storage dtype of the exported weights (default: float32; float16 halves the file)")
     p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the noises, LoRA init and batches (default: 0)")
@@ -85,6 +106,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=positive_int, metavar="N", help="torch CPU threads (default: torch's choice)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     add_quiet(p, "no progress bars")
+    _pipeline_lora.add_arguments(p.add_argument_group("diffusers pipelines (--model diffusers:DIR)"))
 
 
 def _schedules(path: str | None, nfes: list[int] | None, objective: str) -> list[Any]:
@@ -172,6 +194,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    _pipeline.resolve_defaults(args, _pipeline_lora.DEFAULTS, _pipeline_lora.OPTIONS)
+    if _pipeline.is_pipeline(args):
+        return _pipeline_lora.run(args)
     teacher, config = load_model_dir(_teacher_folder(args))
     teacher = teacher.to(pick_device(args.device))
     schedules = _schedules(args.schedule, args.nfe, args.objective)

@@ -3,12 +3,13 @@
 The score is the endpoint RMSE in latent space against a fine Euler solution of the same
 noises (``fine_steps`` uniform steps, t = 0 noise to t = 1 data); the default schedule is
 what the pipeline's scheduler, as saved, steps through for the same number of steps at this
-resolution (its shift and ``mu`` applied).
+resolution (its shift and ``mu`` applied). A straightened LoRA is scored the same way, its
+endpoints against the base pipeline's fine solution (:func:`fine_endpoints`, :func:`schedule_endpoints`).
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -28,6 +29,19 @@ def scheduler_schedule(scheduler: Any, nfe: int, mu: float | None = None) -> Sch
     if times[0] < 1e-6:  # float32 sigma 1 - eps: the pipeline starts from pure noise
         times[0] = 0.0
     return Schedule(times, method="pipeline default")
+
+
+def fine_endpoints(model: Any, noise: Tensor, cond: Mapping[str, Tensor], fine_steps: int = 100) -> Tensor:
+    """``(B, *shape)``: the endpoints of ``fine_steps`` uniform Euler steps from ``noise`` ``(B, *shape)``."""
+    with torch.no_grad():
+        return euler(model, noise, uniform_schedule(fine_steps), cond=dict(cond))
+
+
+def schedule_endpoints(model: Any, noise: Tensor, cond: Mapping[str, Tensor],
+                       schedules: Sequence[Schedule]) -> dict[int, Tensor]:
+    """``{nfe: (B, *shape)}``: the endpoints of each schedule's own sampler from ``noise`` ``(B, *shape)``."""
+    with torch.no_grad():
+        return {s.nfe: sample_with(model, noise, s, cond=dict(cond)) for s in schedules}
 
 
 def holdout_rows(model: Any, noise: Tensor, cond: Mapping[str, Tensor], schedules: Mapping[int, Schedule],

@@ -9,7 +9,8 @@ one transition. Time convention: ``t = 0`` noise, ``t = 1`` data.
 
 Pair data can be cached in a folder: ``meta.json`` (what made it: teacher fingerprint, state
 times, seed, grid, solver, sample shape) and shards ``shard-00000.safetensors`` of
-``shard_size`` noises each, written atomically. A later run with the same teacher and
+``shard_size`` noises each, written atomically, in float32 or float16 (``storage_dtype``; a
+shard made with per-sample conditioning also holds each noise's table row, ``index``). A later run with the same teacher and
 settings reuses every shard it finds, makes only the missing ones (so generation is
 resumable), and may ask for more samples than before: sample ``i`` is the same noise
 whatever the number of samples or shards (:func:`bossflow.gaussian_noise`).
@@ -31,6 +32,7 @@ import torch
 from torch import Tensor
 
 from ..core._io import read_json, write_atomic, write_json_atomic
+from ..core.conditioning import IndexedCond
 from ..core.distributed import barrier, broadcast_tensor, is_main, on_main, rank, shard_range, world_size
 from ..core.errors import BossflowError, FileFormatError, ScheduleError
 from ..core.noise import gaussian_noise
@@ -66,17 +68,19 @@ class PairData:
     """Teacher states at the state times of some schedules, for ``n`` noises.
 
     Attributes:
-        states: ``(n, T, *shape)`` float32; ``states[:, 0]`` is the noise (t = 0), ``states[:, -1]``
-            the teacher's fine solution (t = 1).
+        states: ``(n, T, *shape)`` float32 or float16 (as stored); ``states[:, 0]`` is the noise
+            (t = 0), ``states[:, -1]`` the teacher's fine solution (t = 1).
         times: ``(T,)`` float64 state times, 0 first, 1 last.
         transitions: every step of every schedule, grouped by schedule (ascending NFE).
         meta: how the data was made (JSON).
+        cond: the per-sample conditioning the teacher was given (``None``: unconditional).
     """
 
     states: Tensor
     times: np.ndarray
     transitions: list[Transition]
     meta: dict[str, Any] = field(default_factory=dict)
+    cond: IndexedCond | None = None
 
     @property
     def n_samples(self) -> int:
@@ -96,7 +100,11 @@ class PairData:
         if missing:
             raise BossflowError(f"the pair data has no schedule with NFE {missing}; it has NFE {self.nfes}.")
         kept = [tr for tr in self.transitions if tr.nfe in set(nfes)]
-        return PairData(self.states, self.times, kept, {**self.meta, "nfes": sorted(set(nfes))})
+        return PairData(self.states, self.times, kept, {**self.meta, "nfes": sorted(set(nfes))}, self.cond)
+
+    def cond_rows(self, samples: Tensor) -> dict[str, Tensor]:
+        """The conditioning of samples ``samples`` ``(b,)`` (``{}`` when unconditional)."""
+        return {} if self.cond is None else self.cond.rows(samples)
 
 
 def state_times(schedules: Sequence[Schedule]) -> np.ndarray:
@@ -138,7 +146,7 @@ def teacher_states(
     substeps: int = 1,
     method: str = "euler",
     batch_size: int = 256,
-    cond: dict | None = None,
+    cond: dict | IndexedCond | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> Tensor:
     """The teacher's fine-trajectory states at ``times`` from each noise: ``(n, T, *shape)`` float32 on the CPU.
@@ -150,7 +158,8 @@ def teacher_states(
         grid_steps: uniform grid merged with ``times`` for the fine integration.
         substeps, method: sub-steps per grid interval and ``"euler"``/``"heun"`` (:func:`bossflow.fine_trajectory`).
         batch_size: noises integrated at once.
-        cond: per-sample conditioning.
+        cond: per-sample conditioning of the ``n`` noises (a dict of ``(n, ...)`` tensors and shared
+            values, or an :class:`~bossflow.core.conditioning.IndexedCond` of ``n`` samples).
         progress: called with the number of noises done after every batch.
     """
     times = validate_times(times, "state times")
@@ -160,8 +169,8 @@ def teacher_states(
     parts = []
     for begin in range(0, n, batch_size):
         end = min(begin + batch_size, n)
-        traj = fine_trajectory(model, noise[begin:end], grid, substeps=substeps, method=method,
-                               cond=select_cond(cond or {}, slice(begin, end), n))
+        rows = cond.rows(slice(begin, end)) if isinstance(cond, IndexedCond) else select_cond(cond or {}, slice(begin, end), n)
+        traj = fine_trajectory(model, noise[begin:end], grid, substeps=substeps, method=method, cond=rows)
         parts.append(traj.xs[torch.as_tensor(where, device=traj.xs.device)].transpose(0, 1).to("cpu", torch.float32))
         if progress is not None:
             progress(end - begin)
@@ -186,19 +195,29 @@ def _shard_path(folder: Path, index: int) -> Path:
     return folder / f"shard-{index:05d}.safetensors"
 
 
-def _read_shard(path: Path, expected: tuple[int, ...]) -> Tensor | None:
-    """A cached shard's states, or ``None`` when it holds fewer noises than wanted (it is then remade)."""
+def _read_shard(path: Path, expected: tuple[int, ...], dtype: torch.dtype, index: Tensor | None) -> Tensor | None:
+    """A cached shard's states, or ``None`` when it holds fewer noises than wanted (it is then remade).
+
+    ``index``: the conditioning rows its noises must have been made with (``None``: unconditional).
+    """
     import safetensors.torch
 
     try:
-        states = safetensors.torch.load(path.read_bytes())["states"]
+        saved = safetensors.torch.load(path.read_bytes())
+        states = saved["states"]
     except OSError as exc:
         raise FileFormatError(f"cannot read pair shard {path}: {exc.strerror or exc}.") from None
     except Exception as exc:  # SafetensorError, KeyError on damaged or foreign files
         raise FileFormatError(f"pair shard {path} is damaged ({exc}); delete it and run again to remake it.") from None
-    if tuple(states.shape[1:]) != expected[1:] or states.dtype != torch.float32:
-        raise FileFormatError(f"pair shard {path} does not fit its meta.json (shape {tuple(states.shape)}); delete the folder.")
-    return states if states.shape[0] >= expected[0] else None
+    if tuple(states.shape[1:]) != expected[1:] or states.dtype != dtype:
+        raise FileFormatError(f"pair shard {path} does not fit its meta.json (shape {tuple(states.shape)}, "
+                              f"{states.dtype}); delete the folder.")
+    if states.shape[0] < expected[0]:
+        return None
+    if index is not None and not torch.equal(saved.get("index", torch.empty(0))[: expected[0]], index):
+        raise BossflowError(f"pair shard {path} was made with other prompts per noise; choose another pairs folder, "
+                            "or delete it to remake the pairs.")
+    return states
 
 
 def teacher_pairs(
@@ -215,6 +234,9 @@ def teacher_pairs(
     cache_dir: str | os.PathLike | None = None,
     shard_size: int = 1024,
     model_id: str | None = None,
+    cond: IndexedCond | None = None,
+    storage_dtype: torch.dtype = torch.float32,
+    state_dtype: torch.dtype | None = None,
     progress: bool = True,
 ) -> PairData:
     """Pair data of ``model`` along ``schedules`` from ``samples`` seeded noises, cached when ``cache_dir`` is given.
@@ -230,6 +252,12 @@ def teacher_pairs(
         cache_dir: folder of ``meta.json`` and shards, reused and extended across runs.
         shard_size: noises per shard.
         model_id: how the teacher is named in ``meta.json`` (its weights' fingerprint is stored too).
+        cond: per-sample conditioning of at least ``samples`` samples (a prompt table and each
+            noise's row); its table's hash goes into ``meta.json`` and each shard keeps its rows.
+        storage_dtype: ``torch.float32``, or ``torch.float16`` to halve the cache and the memory
+            (batches are drawn in float32 either way).
+        state_dtype: dtype of the noises and states the teacher integrates (default: the dtype of its
+            parameters; give ``torch.float32`` for a half-precision model that casts its inputs itself).
         progress: show a tqdm bar.
 
     Raises:
@@ -248,6 +276,7 @@ def teacher_pairs(
     for schedule in schedules:  # refuse non-Euler schedules before any work
         check_euler_schedule(schedule, "straightening")
     shape = tuple(int(s) for s in shape)
+    _check_pair_options(samples, cond, storage_dtype)
     if cache_dir is not None:
         times = on_main(lambda: _cached_times(Path(cache_dir), times))
     meta = {
@@ -262,32 +291,47 @@ def teacher_pairs(
         "shape": list(shape),
         "shard_size": shard_size,
         "noise": "bossflow.gaussian_noise (per-sample seeds), float32 draw",
+        "dtype": str(storage_dtype).removeprefix("torch."),
+        "cond_sha256": cond.table_sha256() if cond is not None else None,
     }
-    dtype, device = _model_dtype(model), _model_device(model)
+    dtype, device = state_dtype or _model_dtype(model), _model_device(model)
     bar = tqdm(total=samples, disable=not progress or not is_main(), unit="noise", desc="teacher pairs",
                dynamic_ncols=True)
 
     def make(start: int, count: int) -> Tensor:
         noise = gaussian_noise(count, shape, seed=seed, start=start, dtype=dtype, device=device)
+        part = None if cond is None else IndexedCond(cond.table, cond.index[start:start + count])
         return teacher_states(model, noise, times, grid_steps=grid_steps, substeps=substeps, method=method,
-                              batch_size=batch_size, progress=bar.update)
+                              batch_size=batch_size, cond=part, progress=bar.update).to(storage_dtype)
 
+    index = cond.index[:samples] if cond is not None else None
     try:
         if world_size() > 1:
             folder = Path(cache_dir) if cache_dir is not None else None
             if folder is None:  # in memory only: one shard per rank keeps every rank busy
                 shard_size = min(shard_size, -(-samples // world_size()))
-            states = _shared_states(_Shards(folder, meta, samples, shard_size, make, bar, (len(times), *shape)))
+            states = _shared_states(_Shards(folder, meta, samples, shard_size, make, bar, (len(times), *shape),
+                                            storage_dtype, index))
         elif cache_dir is None:
             states = make(0, samples)
         else:
-            states = _cached_states(_Shards(Path(cache_dir), meta, samples, shard_size, make, bar, (len(times), *shape)))
+            states = _cached_states(_Shards(Path(cache_dir), meta, samples, shard_size, make, bar, (len(times), *shape),
+                                            storage_dtype, index))
     finally:
         bar.close()
     transitions = schedule_transitions(schedules, times)
     meta["samples"] = samples
     meta["nfes"] = sorted({tr.nfe for tr in transitions})
-    return PairData(states=states, times=times, transitions=transitions, meta=meta)
+    used = None if cond is None else IndexedCond(cond.table, index)
+    return PairData(states=states, times=times, transitions=transitions, meta=meta, cond=used)
+
+
+def _check_pair_options(samples: int, cond: IndexedCond | None, storage_dtype: torch.dtype) -> None:
+    """Refuse conditioning of too few samples and storage dtypes other than float32 and float16."""
+    if storage_dtype not in (torch.float32, torch.float16):
+        raise BossflowError(f"pairs are stored in torch.float32 or torch.float16, got {storage_dtype!r}.")
+    if cond is not None and cond.n_samples < samples:
+        raise BossflowError(f"the conditioning covers {cond.n_samples} samples, fewer than the {samples} asked for.")
 
 
 def _cached_times(folder: Path, times: np.ndarray) -> np.ndarray:
@@ -302,7 +346,10 @@ def _cached_times(folder: Path, times: np.ndarray) -> np.ndarray:
     return times
 
 
-_META_KEYS = ("format", "model_sha256", "times", "seed", "grid_steps", "substeps", "method", "shape", "shard_size")
+_META_KEYS = ("format", "model_sha256", "times", "seed", "grid_steps", "substeps", "method", "shape", "shard_size",
+              "dtype", "cond_sha256")
+_META_DEFAULTS = {"dtype": "float32", "cond_sha256": None}
+"""What caches written before a key existed hold."""
 
 
 @dataclass
@@ -317,6 +364,8 @@ class _Shards:
         make: ``make(start, count)`` -> ``(count, *state_shape)`` states of noises ``start ..``.
         bar: progress bar, advanced by noises.
         state_shape: ``(T, *shape)`` of one noise's states.
+        dtype: the stored dtype of the states.
+        index: ``(samples,)`` conditioning row of each noise (``None``: unconditional).
     """
 
     folder: Path | None
@@ -326,6 +375,8 @@ class _Shards:
     make: Callable[[int, int], Tensor]
     bar: Any
     state_shape: tuple[int, ...]
+    dtype: torch.dtype = torch.float32
+    index: Tensor | None = None
 
     @property
     def counts(self) -> list[int]:
@@ -336,11 +387,16 @@ class _Shards:
         """Shard ``index`` from the folder, or ``None`` when it is not there (or unreadable: made again)."""
         path = _shard_path(self.folder, index)
         count = self.counts[index]
-        states = _read_shard(path, (count, *self.state_shape)) if path.exists() else None
+        states = _read_shard(path, (count, *self.state_shape), self.dtype, self._rows(index)) if path.exists() else None
         return None if states is None else states[:count]
 
     def write(self, index: int, states: Tensor) -> None:
-        _write_shard(_shard_path(self.folder, index), states, index * self.shard_size)
+        _write_shard(_shard_path(self.folder, index), states, index * self.shard_size, self._rows(index))
+
+    def _rows(self, index: int) -> Tensor | None:
+        """The conditioning rows of shard ``index``'s noises (``None``: unconditional)."""
+        start = index * self.shard_size
+        return None if self.index is None else self.index[start:start + self.counts[index]]
 
 
 def _cached_states(shards: _Shards) -> Tensor:
@@ -365,7 +421,7 @@ def _check_or_write_meta(folder: Path, meta: dict[str, Any]) -> None:
         saved = read_json(meta_path, "pair cache meta")
         if not isinstance(saved, dict) or saved.get("format") != PAIRS_FORMAT:
             raise FileFormatError(f"{meta_path} is not bossflow pair data; choose another pairs folder.")
-        differ = [k for k in _META_KEYS if saved.get(k) != meta[k]]
+        differ = [k for k in _META_KEYS if saved.get(k, _META_DEFAULTS.get(k)) != meta[k]]
         if differ:
             raise BossflowError(
                 f"the pair data in {folder} was made with another teacher or settings ({', '.join(differ)}); "
@@ -377,12 +433,12 @@ def _check_or_write_meta(folder: Path, meta: dict[str, Any]) -> None:
         write_json_atomic(meta_path, meta)
 
 
-def _write_shard(path: Path, states: Tensor, start: int) -> None:
+def _write_shard(path: Path, states: Tensor, start: int, index: Tensor | None) -> None:
     import safetensors.torch
 
     count = int(states.shape[0])
-    blob = safetensors.torch.save({"states": states.contiguous()},
-                                  metadata={"format": PAIRS_FORMAT, "start": str(start), "count": str(count)})
+    tensors = {"states": states.contiguous(), **({"index": index.contiguous()} if index is not None else {})}
+    blob = safetensors.torch.save(tensors, metadata={"format": PAIRS_FORMAT, "start": str(start), "count": str(count)})
     write_atomic(path, lambda f: f.write(blob))
 
 
@@ -418,7 +474,7 @@ def _shared_states(shards: _Shards) -> Tensor:
                 mine[index] = shards.make(index * shard_size + lo, hi - lo).contiguous()
     parts = []
     for index, count in enumerate(counts):
-        states = cached.get(index, torch.empty((count, *shards.state_shape), dtype=torch.float32))
+        states = cached.get(index, torch.empty((count, *shards.state_shape), dtype=shards.dtype))
         if index in have:
             broadcast_tensor(states, src=0)
             bar.update(count)

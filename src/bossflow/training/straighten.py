@@ -135,31 +135,37 @@ def merge_lora(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model).merge_and_unload()
 
 
-def _boss_batch(pairs: PairData, table: dict[str, Tensor], generator: torch.Generator, batch_size: int) -> tuple[Tensor, Tensor, Tensor]:
-    """``(x_a, s_a, target)``: a schedule uniformly, one of its steps uniformly, a noise uniformly."""
+def _float(states: Tensor) -> Tensor:
+    """States in float32 when they are stored in float16 (targets are differences: half precision would round them)."""
+    return states.float() if states.dtype == torch.float16 else states
+
+
+def _boss_batch(pairs: PairData, table: dict[str, Tensor], generator: torch.Generator,
+                batch_size: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(x_a, s_a, target, sample)``: a schedule uniformly, one of its steps uniformly, a noise uniformly."""
     group = torch.randint(table["counts"].numel(), (batch_size,), generator=generator)
     within = (torch.rand(batch_size, generator=generator, dtype=torch.float64) * table["counts"][group]).long()
     step = table["offsets"][group] + torch.minimum(within, table["counts"][group] - 1)
     sample = torch.randint(pairs.n_samples, (batch_size,), generator=generator)
     a, b = table["a"][step], table["b"][step]
-    x_a, x_b = pairs.states[sample, a], pairs.states[sample, b]
+    x_a, x_b = _float(pairs.states[sample, a]), _float(pairs.states[sample, b])
     dt = (table["times"][b] - table["times"][a]).reshape(-1, *([1] * (x_a.ndim - 1)))
     target = (x_b - x_a) / dt.to(x_a.dtype)
-    return x_a, table["eval"][step].to(x_a.dtype), target
+    return x_a, table["eval"][step].to(x_a.dtype), target, sample
 
 
-def _reflow_batch(pairs: PairData, generator: torch.Generator, batch_size: int) -> tuple[Tensor, Tensor, Tensor]:
-    """``(x_t, t, x_1 - x_0)`` on the teacher's couplings, ``t ~ U(0, 1)``."""
+def _reflow_batch(pairs: PairData, generator: torch.Generator, batch_size: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(x_t, t, x_1 - x_0, sample)`` on the teacher's couplings, ``t ~ U(0, 1)``."""
     sample = torch.randint(pairs.n_samples, (batch_size,), generator=generator)
-    t = torch.rand(batch_size, generator=generator, dtype=pairs.states.dtype)
-    x0, x1 = pairs.states[sample, 0], pairs.states[sample, -1]
+    x0, x1 = _float(pairs.states[sample, 0]), _float(pairs.states[sample, -1])
+    t = torch.rand(batch_size, generator=generator, dtype=x0.dtype)
     tt = t.reshape(-1, *([1] * (x0.ndim - 1)))
-    return (1 - tt) * x0 + tt * x1, t, x1 - x0
+    return (1 - tt) * x0 + tt * x1, t, x1 - x0, sample
 
 
 def _rollout_batch(pairs: PairData, table: dict[str, Tensor], generator: torch.Generator,
-                   batch_size: int) -> tuple[Tensor, Tensor, list[tuple[float, float]]]:
-    """``(x_0, x_1, steps)`` for a rollout along one schedule (drawn uniformly): ``steps = [(t_b - t_a, s_a), ...]``."""
+                   batch_size: int) -> tuple[Tensor, Tensor, list[tuple[float, float]], Tensor]:
+    """``(x_0, x_1, steps, sample)`` for a rollout along one schedule (drawn uniformly): ``steps = [(t_b - t_a, s_a), ...]``."""
     group = int(torch.randint(table["counts"].numel(), (1,), generator=generator))
     sample = torch.randint(pairs.n_samples, (batch_size,), generator=generator)
     first = int(table["offsets"][group])
@@ -167,14 +173,15 @@ def _rollout_batch(pairs: PairData, table: dict[str, Tensor], generator: torch.G
     for step in range(first, first + int(table["counts"][group])):
         a, b = int(table["a"][step]), int(table["b"][step])
         steps.append((float(table["times"][b] - table["times"][a]), float(table["eval"][step])))
-    return pairs.states[sample, int(table["a"][first])], pairs.states[sample, -1], steps
+    return _float(pairs.states[sample, int(table["a"][first])]), _float(pairs.states[sample, -1]), steps, sample
 
 
 class _Objective(nn.Module):
     """The per-sample training distances of one batch in one forward call (what DistributedDataParallel wraps).
 
-    Without ``steps``: ``distance(student(x, t), target)``. With ``steps = [(dt, s), ...]``: the
-    student's own Euler rollout ``x <- x + dt * student(x, s)`` from ``x``, then ``distance(x, target)``.
+    Without ``steps``: ``distance(student(x, t, **cond), target)``. With ``steps = [(dt, s), ...]``:
+    the student's own Euler rollout ``x <- x + dt * student(x, s, **cond)`` from ``x``, then
+    ``distance(x, target)``. ``cond`` is the batch's per-sample conditioning (prompt embeddings).
     """
 
     def __init__(self, student: nn.Module, distance: Callable[[Tensor, Tensor], Tensor]) -> None:
@@ -182,11 +189,13 @@ class _Objective(nn.Module):
         self.student = student
         self.distance = distance
 
-    def forward(self, x: Tensor, t: Tensor | None, target: Tensor, steps: list[tuple[float, float]] | None = None) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor | None, target: Tensor, steps: list[tuple[float, float]] | None = None,
+                cond: dict[str, Tensor] | None = None) -> Tensor:
+        cond = cond or {}
         if not steps:
-            return self.distance(self.student(x, t), target)
+            return self.distance(self.student(x, t, **cond), target)
         for dt, s in steps:
-            x = x + dt * self.student(x, torch.full((x.shape[0],), s, dtype=x.dtype, device=x.device))
+            x = x + dt * self.student(x, torch.full((x.shape[0],), s, dtype=x.dtype, device=x.device), **cond)
         return self.distance(x, target)
 
 
@@ -209,7 +218,7 @@ def _trainable_names(model: nn.Module) -> list[str]:
 
 
 def straighten(
-    teacher: nn.Module,
+    teacher: nn.Module | None,
     pairs: PairData,
     *,
     objective: str = "boss",
@@ -229,11 +238,13 @@ def straighten(
     precision: str = "fp32",
     progress: bool = True,
     on_step: Callable[[int, float], None] | None = None,
+    student: nn.Module | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Fine-tune a copy of ``teacher`` on ``pairs``: BOSS straightening or the reflow baseline.
 
     Args:
-        teacher: the pretrained velocity network ``teacher(x, t)`` (not modified).
+        teacher: the pretrained velocity network ``teacher(x, t)`` (not modified); ``None`` when
+            ``student`` is given (the pairs' ``model_sha256`` then names the teacher).
         pairs: teacher states from :func:`bossflow.pairs.teacher_pairs`.
         objective: ``"boss"`` (steps of the schedules), ``"rollout"`` (the student's own K-step
             endpoint error) or ``"reflow"`` (straight couplings).
@@ -256,22 +267,30 @@ def straighten(
             ``torch.autocast`` in bfloat16 (for GPUs; weights, optimizer and EMA stay float32).
         progress: show a tqdm bar with the running loss.
         on_step: called as ``on_step(step, loss)`` after every step (step counts from 1).
+        student: a prepared student, trained in place instead of a copy of ``teacher``: its
+            parameters that require gradients are trained (a diffusers transformer with LoRA
+            adapters inside the pipeline's velocity, say); ``lora`` then only describes them.
+            It is returned with the EMA weights, adapters kept (not merged).
 
     Returns:
         ``(student, record)``: the plain float32 network with the EMA weights (LoRA merged), in
-        eval mode, and a JSON record of the run (settings, loss curve, time).
+        eval mode, and a JSON record of the run (settings, loss curve, time). With ``student``
+        given, that module itself with its EMA weights.
 
     Raises:
         BossflowError: bad settings, a checkpoint without ``resume``, or a checkpoint made with other settings.
     """
     lr, distance_name, distance_fn = _check_settings(
-        teacher, pairs, objective=objective, steps=steps, batch_size=batch_size, lr=lr, grad_clip=grad_clip,
+        teacher if student is None else student, pairs, objective=objective, steps=steps, batch_size=batch_size, lr=lr, grad_clip=grad_clip,
         ema_decay=ema_decay, lora=lora, distance=distance, seed=seed, checkpoint_every=checkpoint_every,
         resume=resume, out_dir=out_dir, micro_batch=micro_batch, precision=precision)
     config = _resume_config(teacher, pairs, objective=objective, lora=lora, batch_size=batch_size, lr=lr,
                             weight_decay=weight_decay, grad_clip=grad_clip, ema_decay=ema_decay, seed=seed,
                             distance=distance_name, precision=precision)
-    student = _student(teacher, lora, seed)
+    prepared = student is not None
+    if prepared and not any(p.requires_grad for p in student.parameters()):
+        raise BossflowError("the prepared student has no parameter that requires gradients; nothing would be trained.")
+    student = _student(teacher, lora, seed) if not prepared else student.train()
     run = Run.new(student, _trainable_names(student), lr=lr, weight_decay=weight_decay, seed=seed, config=config,
                   format_tag=CHECKPOINT_FORMAT, out_dir=out_dir)
     # Rank 0 reads the checkpoint; it is global, so any number of ranks resumes it.
@@ -284,7 +303,7 @@ def straighten(
     label = f"{objective}{' LoRA' if lora is not None else ''}"
     elapsed = run.train(steps, one_step, checkpoint_every=checkpoint_every, progress=progress and is_main(),
                         desc=f"straighten ({label})", on_step=on_step, writes=is_main())
-    return _export(teacher, run), _record(run, steps, elapsed)
+    return _export(teacher, run, merge=not prepared), _record(run, steps, elapsed)
 
 
 def _check_settings(
@@ -342,7 +361,7 @@ def _check_settings(
 
 
 def _resume_config(
-    teacher: nn.Module,
+    teacher: nn.Module | None,
     pairs: PairData,
     *,
     objective: str,
@@ -365,7 +384,7 @@ def _resume_config(
         **loop_settings(batch_size, lr, weight_decay, grad_clip, ema_decay, seed),
         "distance": distance,
         "precision": precision,
-        "teacher_sha256": model_fingerprint(teacher),
+        "teacher_sha256": model_fingerprint(teacher) if teacher is not None else pairs.meta.get("model_sha256"),
         "pairs": {k: pairs.meta.get(k) for k in ("model_sha256", "times", "seed", "grid_steps", "substeps", "method",
                                                   "samples")} | {"nfes": pairs.nfes},
     }
@@ -412,10 +431,10 @@ def _step_function(
     trained = list(run.state().values())
 
     def one_step(step: int) -> float:
-        x, t, target, rollout = _draw_batch(objective, pairs, table, run.generator, batch_size, rows, device)
+        x, t, target, rollout, cond = _draw_batch(objective, pairs, table, run.generator, batch_size, rows, device)
         run.optimizer.zero_grad(set_to_none=True)
         # Loss = sum of this share's distances * scale: the global batch mean once DDP averages over ranks.
-        total = _accumulate_gradients(objective_fn, x, t, target, rollout, micro_batch=micro_batch,
+        total = _accumulate_gradients(objective_fn, x, t, target, rollout, cond, micro_batch=micro_batch,
                                       scale=world / batch_size, precision=precision, world=world)
         if world > 1:
             loss_value = float(all_reduce_sum_float64([total])[0]) / batch_size
@@ -437,25 +456,27 @@ def _draw_batch(
     batch_size: int,
     rows: slice | None,
     device: torch.device,
-) -> tuple[Tensor, Tensor | None, Tensor, list[tuple[float, float]] | None]:
+) -> tuple[Tensor, Tensor | None, Tensor, list[tuple[float, float]] | None, dict[str, Tensor]]:
     """One global batch of ``objective``, this process's ``rows`` of it (``None``: all) on ``device``.
 
     Returns:
-        ``(x, t, target, rollout)``: ``t`` is ``None`` for ``"rollout"``, whose Euler steps ``rollout`` are.
+        ``(x, t, target, rollout, cond)``: ``t`` is ``None`` for ``"rollout"``, whose Euler steps
+        ``rollout`` are; ``cond`` the rows' per-sample conditioning (``{}`` when unconditional).
     """
     t, rollout = None, None
     if objective == "rollout":
-        x, target, rollout = _rollout_batch(pairs, table, generator, batch_size)
+        x, target, rollout, sample = _rollout_batch(pairs, table, generator, batch_size)
     elif objective == "boss":
-        x, t, target = _boss_batch(pairs, table, generator, batch_size)
+        x, t, target, sample = _boss_batch(pairs, table, generator, batch_size)
     else:
-        x, t, target = _reflow_batch(pairs, generator, batch_size)
+        x, t, target, sample = _reflow_batch(pairs, generator, batch_size)
     if rows is not None:
-        x, target = x[rows], target[rows]
+        x, target, sample = x[rows], target[rows], sample[rows]
         t = t[rows] if t is not None else None
     x, target = x.to(device), target.to(device)
     t = t.to(device) if t is not None else None
-    return x, t, target, rollout
+    cond = {k: v.to(device) for k, v in pairs.cond_rows(sample).items()}
+    return x, t, target, rollout, cond
 
 
 def _accumulate_gradients(
@@ -464,6 +485,7 @@ def _accumulate_gradients(
     t: Tensor | None,
     target: Tensor,
     rollout: list[tuple[float, float]] | None,
+    cond: dict[str, Tensor],
     *,
     micro_batch: int | None,
     scale: float,
@@ -480,22 +502,23 @@ def _accumulate_gradients(
         sync = objective_fn.no_sync() if world > 1 and not last else contextlib.nullcontext()
         with sync:
             with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-                distances = objective_fn(x[part], t[part] if t is not None else None, target[part], rollout)
+                distances = objective_fn(x[part], t[part] if t is not None else None, target[part], rollout,
+                                         {k: v[part] for k, v in cond.items()})
             (distances.float().sum() * scale).backward()
         total += float(distances.detach().float().sum())
     return total
 
 
-def _export(teacher: nn.Module, run: Run) -> nn.Module:
-    """The plain network with ``run``'s EMA weights (LoRA merged), frozen, in eval mode."""
+def _export(teacher: nn.Module | None, run: Run, *, merge: bool = True) -> nn.Module:
+    """The network with ``run``'s EMA weights (LoRA merged unless ``merge`` is false), frozen, in eval mode."""
     with torch.no_grad():
         for name, value in run.state().items():
             value.copy_(run.ema[name])
-    result = merge_lora(run.module) if run.config["lora"] is not None else run.module
+    result = merge_lora(run.module) if merge and run.config["lora"] is not None else run.module
     for p in result.parameters():
         p.requires_grad_(False)
     result.eval()
-    if hasattr(teacher, "sample_shape"):
+    if teacher is not None and hasattr(teacher, "sample_shape"):
         result.sample_shape = teacher.sample_shape
     return result
 

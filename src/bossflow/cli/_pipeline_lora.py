@@ -1,0 +1,233 @@
+"""``bossflow straighten --model diffusers:DIR``: the pipeline's teacher pairs, LoRA training, the LoRA file
+that ``pipe.load_lora_weights`` takes, and the held-out table before and after."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..core.errors import BossflowError
+from . import _pipeline
+
+DEFAULTS = {"samples": (4096, 256), "batch_size": (128, 16), "grid_steps": (100, 40), "pair_batch_size": (256, 8),
+            "lora_rank": (None, 16)}
+"""Option -> (default for model directories, default for pipelines): a pipeline run must fit a GPU budget."""
+OPTIONS = ("prompts", "prompt", "negative_prompt", "guidance_scale", "height", "width", "variant", "holdout_prompts",
+           "distill_guidance", "merge", "gradient_checkpointing")
+"""Options that only a pipeline takes."""
+SHARD_SIZE = 32
+"""Noises per pair shard of a pipeline: a killed run loses at most this many fine trajectories."""
+RECORD_NAME = "bossflow_lora.json"
+"""What the output folder says of the LoRA: how it was made and how to use it."""
+OBJECTIVES = ("boss", "rollout")
+"""The objectives a pipeline LoRA is trained with (reflow needs no schedule, but the LoRA is for one)."""
+
+
+def add_arguments(g: argparse._ArgumentGroup) -> None:
+    """The pipeline options of ``straighten``."""
+    _pipeline.add_pipeline_arguments(g)
+    g.add_argument("--distill-guidance", action="store_true",
+                   help="train the conditional branch alone to give the guided velocity: half the calls; then "
+                   "call the pipeline with guidance_scale=1")
+    g.add_argument("--merge", action="store_true",
+                   help="also write OUT/transformer, a full transformer with the LoRA merged in")
+    g.add_argument("--gradient-checkpointing", action="store_true",
+                   help="recompute the transformer's activations in the backward pass (less memory, about 1/3 more time)")
+
+
+def check(args: argparse.Namespace) -> list[Any]:
+    """Refuse what a pipeline straightening cannot do before anything loads; the schedules to straighten along."""
+    from ..core.schedules import check_euler_schedule
+    from ..evaluation.evaluate import schedule_sources
+    from ..models.model_dir import CONFIG_NAME
+
+    if args.objective not in OBJECTIVES:
+        raise BossflowError(f"--objective {args.objective} is not for pipelines; use boss (default) or rollout.")
+    if args.schedule is None:
+        raise BossflowError("a pipeline LoRA is straightened along a schedule: pass --schedule FILE "
+                            "(from `bossflow schedule --model diffusers:DIR --family times`).")
+    if args.weights_dtype != "float32":
+        raise BossflowError("--weights-dtype applies to model directories; a LoRA file keeps its adapters' float32.")
+    schedules = [s for _, s in schedule_sources([args.schedule], args.nfe)]
+    for schedule in schedules:
+        check_euler_schedule(schedule, "a diffusers scheduler")
+        if schedule.has_eval_times:
+            raise BossflowError(f"the schedule with NFE {schedule.nfe} has evaluation times, which a diffusers scheduler "
+                                "cannot follow; search with `bossflow schedule --family times`.")
+    out = Path(args.out)
+    if (out / CONFIG_NAME).exists():
+        raise BossflowError(f"{out} holds a model directory; choose another output folder for the LoRA.")
+    _check_resume(args, out)
+    return schedules
+
+
+def _check_resume(args: argparse.Namespace, out: Path) -> None:
+    from ..adapters.lora import LORA_FILE
+    from ..training.straighten import CHECKPOINT_NAME
+
+    if (out / LORA_FILE).exists() and not (out / CHECKPOINT_NAME).exists():
+        raise BossflowError(f"{out} already holds a LoRA and no checkpoint to resume; choose another output folder.")
+    if (out / CHECKPOINT_NAME).exists() and not args.resume:
+        raise BossflowError(f"{out} already holds a straightening checkpoint; pass --resume to continue it, "
+                            "or choose another output folder.")
+    if args.merge and (out / "transformer").exists():
+        raise BossflowError(f"{out / 'transformer'} already exists; remove it or drop --merge.")
+
+
+def _settings(args: argparse.Namespace, target: Any) -> Any:
+    """The LoRA settings, checked against the loaded transformer (and guidance) before any pair is made."""
+    from ..adapters.lora import resolve_targets
+    from ..training.straighten import LoraSettings
+
+    if args.distill_guidance and not target.provenance["cfg"]:
+        raise BossflowError("--distill-guidance needs classifier-free guidance (a guidance scale above 1 and, for "
+                            "Flux, a negative prompt); this pipeline's velocity is a single branch already.")
+    targets = tuple(t for t in args.lora_targets.split(",") if t) if args.lora_targets else None
+    resolve_targets(target.model.transformer, targets)
+    return LoraSettings(rank=args.lora_rank, alpha=args.lora_alpha, targets=targets)
+
+
+def announce(args: argparse.Namespace, target: Any, schedules: list[Any]) -> None:
+    """Print the transformer calls of the pairs, the training and the held-out table before any of them runs."""
+    from ..training.pairs import reference_grid, state_times
+
+    cfg = 2 if target.provenance["cfg"] else 1
+    grid = reference_grid(state_times(schedules), args.grid_steps)
+    pairs = args.samples * (grid.size - 1) * args.substeps * cfg
+    student_calls = (1 if args.distill_guidance else cfg) * (max(s.nfe for s in schedules) if args.objective == "rollout" else 1)
+    training = args.steps * args.batch_size * student_calls
+    holdout = args.holdout_samples * (_pipeline.FINE_STEPS + 2 * sum(s.nfe for s in schedules)) * cfg
+    print(f"teacher pairs: {pairs:,} transformer calls ({args.samples} noises x {grid.size - 1} steps"
+          f"{' x 2 (CFG)' if cfg == 2 else ''}; cached in shards of {SHARD_SIZE}, resumable)")
+    print(f"training: {training:,} transformer forward and backward passes ({args.steps} steps x {args.batch_size} rows"
+          f"{' x 2 (CFG)' if student_calls == 2 else ''}); held-out table: {holdout:,} calls")
+
+
+def make_pairs(args: argparse.Namespace, target: Any, schedules: list[Any]) -> Any:
+    """The guided teacher's pairs along ``schedules``, float16 shards in ``--pairs`` (default OUT/pairs)."""
+    import torch
+
+    from ..core.conditioning import IndexedCond
+    from ..training.pairs import teacher_pairs
+
+    index = torch.arange(args.samples) % len(target.prompts)  # sample i keeps prompt i mod P however many are made
+    cond = IndexedCond(target.prompt_embeds, index)
+    return teacher_pairs(
+        target.model, schedules, target.sample_shape, samples=args.samples, seed=args.seed, grid_steps=args.grid_steps,
+        substeps=args.substeps, batch_size=args.pair_batch_size, shard_size=SHARD_SIZE, cond=cond,
+        cache_dir=args.pairs if args.pairs is not None else Path(args.out) / "pairs", model_id=args.model,
+        storage_dtype=torch.float16, state_dtype=torch.float32, progress=not args.quiet,
+    )
+
+
+def holdout_endpoints(args: argparse.Namespace, target: Any, schedules: list[Any]) -> dict[str, Any] | None:
+    """The base pipeline's fine solution and K-step endpoints on the held-out noises (seed ``--seed`` + 1)."""
+    import torch
+
+    from ..core.noise import gaussian_noise
+    from ..evaluation.holdout import fine_endpoints, schedule_endpoints
+
+    if target.holdout_cond is None:
+        return None
+    device = next(target.model.parameters()).device
+    noise = gaussian_noise(args.holdout_samples, target.sample_shape, seed=args.seed + 1, device=device)
+    fine = fine_endpoints(target.model, noise, target.holdout_cond, _pipeline.FINE_STEPS)
+    base = schedule_endpoints(target.model, noise, target.holdout_cond, schedules)
+    return {"noise": noise, "reference": fine, "base": base}
+
+
+def holdout_table(args: argparse.Namespace, target: Any, student: Any, before: dict[str, Any] | None,
+                  schedules: list[Any]) -> list[dict[str, Any]]:
+    """Print and return each budget's held-out RMSE without and with the LoRA, against the base pipeline's fine solution."""
+    from ..core.metrics import endpoint_rmse
+    from ..evaluation.holdout import schedule_endpoints
+
+    if before is None:
+        return []
+    after = schedule_endpoints(student, before["noise"], target.holdout_cond, schedules)
+    rows = []
+    for schedule in schedules:
+        k = schedule.nfe
+        base, lora = (endpoint_rmse(before["base"][k], before["reference"]), endpoint_rmse(after[k], before["reference"]))
+        rows.append({"nfe": k, "base_rmse": base, "lora_rmse": lora})
+    where = f"held-out prompts ({args.holdout_prompts})" if args.holdout_prompts else "the training prompts"
+    print(f"\nheld-out: {args.holdout_samples} fresh noises (seed {args.seed + 1}) on {where}; latent RMSE against the "
+          f"base pipeline's {_pipeline.FINE_STEPS} Euler steps, along the schedule")
+    print(f"{'NFE':>4}  {'without LoRA':>12}  {'with LoRA':>9}  {'without / with':>14}")
+    for row in rows:
+        print(f"{row['nfe']:>4}  {row['base_rmse']:12.4f}  {row['lora_rmse']:9.4f}  {row['base_rmse'] / row['lora_rmse']:14.2f}")
+    return rows
+
+
+def export(args: argparse.Namespace, target: Any, student: Any, record: dict, schedules: list[Any],
+           rows: list[dict[str, Any]]) -> None:
+    """The LoRA file, the schedules it was trained for (exportable as sigmas), the record; ``--merge``: a transformer."""
+    from .._version import __version__
+    from ..adapters.export import export_schedule
+    from ..adapters.lora import save_merged_transformer, save_pipeline_lora
+    from ..core._io import write_json_atomic
+    from ..core.schedules import Schedule, save_schedules
+
+    out = Path(args.out)
+    provenance = {**target.provenance, "lora_folder": str(out), "straightened_from": args.schedule}
+    if args.distill_guidance:
+        provenance.update(guidance_scale=1.0, cfg=False, negative_prompt=None, distilled_guidance_scale=target.provenance["guidance_scale"])
+    kept = [Schedule(s.times, **{k: s.meta[k] for k in ("method", "selected", "cost") if k in s.meta}) for s in schedules]
+    save_schedules(out / "schedules.json", kept, **provenance)
+    lora_file = save_pipeline_lora(target.provenance["pipeline"], student.transformer, out)
+    loaded = {s.nfe: s for s in _reloaded(out / "schedules.json")}
+    usage = {k: export_schedule(s, "diffusers") for k, s in loaded.items()}
+    argv = ["bossflow", "straighten", *sys.argv[2:]] if len(sys.argv) > 2 and sys.argv[1] == "straighten" else None
+    write_json_atomic(out / RECORD_NAME, {
+        "format": "bossflow.pipeline-lora/1", "bossflow": __version__, "pipeline": target.provenance["pipeline"],
+        "pipeline_path": target.provenance["pipeline_path"], "guidance_scale": provenance["guidance_scale"],
+        "sigmas": {str(k): v for k, v in usage.items()}, "holdout": rows,
+        "training": {k: v for k, v in record.items() if k != "pairs"}, **({"command": shlex.join(argv)} if argv else {}),
+    })
+    print(f"wrote {lora_file} (LoRA rank {record['lora']['rank']} on {', '.join(record['lora']['targets'])}), "
+          f"{out / 'schedules.json'} and {out / RECORD_NAME}")
+    if args.merge:
+        print(f"wrote {save_merged_transformer(student.transformer, out)} (the LoRA merged into the transformer)")
+    k = min(usage)
+    print(f'\nuse it:\n  pipe.load_lora_weights("{out}")\n  image = pipe(prompt, sigmas={[round(s, 6) for s in usage[k]]}, '
+          f"guidance_scale={provenance['guidance_scale']:g}, height={provenance['height']}, width={provenance['width']})"
+          f".images[0]   # NFE {k}; `bossflow export {out / 'schedules.json'} --nfe K` for the others")
+
+
+def _reloaded(path: Path) -> list[Any]:
+    from ..core.schedules import load_schedules
+
+    return list(load_schedules(path).values())
+
+
+def run(args: argparse.Namespace) -> int:
+    """Pairs, held-out reference, training, held-out table and the LoRA folder ``--out``."""
+    from ..training.pipeline_lora import straighten_pipeline
+
+    schedules = check(args)
+    target = _pipeline.load(args, samples=1)
+    settings = _settings(args, target)
+    announce(args, target, schedules)
+    pairs = make_pairs(args, target, schedules)
+    before = holdout_endpoints(args, target, schedules)
+    try:
+        student, record = straighten_pipeline(
+            target.model, pairs, settings, distill_guidance=args.distill_guidance,
+            checkpointing=args.gradient_checkpointing, seed=args.seed, objective=args.objective, steps=args.steps,
+            batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, grad_clip=args.grad_clip,
+            ema_decay=args.ema_decay, distance=args.distance, out_dir=args.out, checkpoint_every=args.checkpoint_every,
+            resume=args.resume, micro_batch=args.micro_batch, precision=args.precision, progress=not args.quiet,
+        )
+    except KeyboardInterrupt:
+        print(f"bossflow: interrupted; the pairs and the last checkpoint in {args.out} are kept: rerun with --resume "
+              "to continue.", file=sys.stderr)
+        return 130
+    print(f"straightened {args.model} along NFE {', '.join(str(s.nfe) for s in schedules)} for {args.steps} steps in "
+          f"{record['wall_seconds']:.0f} s, final loss {record['final_loss']:.4g}")
+    rows = holdout_table(args, target, student, before, schedules)
+    export(args, target, student, record, schedules, rows)
+    return 0
+

@@ -125,6 +125,15 @@ def test_classifier_options(tmp_path, capsys, option, value, message):
     check_refused(classifier_main, ["--out", str(tmp_path / "c"), option, value], option, message, capsys)
 
 
+def test_auto_needs_two_search_noises(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    started = time.perf_counter()
+    assert main([*SCHEDULE, "--samples", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err == "bossflow: error: --method auto needs --samples 2 or more (some noises to fit, some to validate), got 1.\n"
+    assert time.perf_counter() - started < 5
+
+
 def test_usage_errors_are_one_line_too(capsys):
     check = [(["schedule"], "the following arguments are required: --model"),
              (["nope"], "argument COMMAND: invalid choice: 'nope'")]

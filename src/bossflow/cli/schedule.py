@@ -133,6 +133,8 @@ def _check_options(args: argparse.Namespace, nfes: list[int]) -> None:
                             f"use --method auto or bellman with --family {args.family}.")
     if args.effort != "standard" and args.method != "auto":
         raise BossflowError(f"--effort applies to --method auto only; drop it for --method {args.method}.")
+    if args.method == "auto" and args.samples < 2:
+        raise BossflowError(f"--method auto needs --samples 2 or more (some noises to fit, some to validate), got {args.samples}.")
     if args.method in _choices.SCHEDULE_FAMILIES:
         return
     if nfes[-1] > args.grid_steps:

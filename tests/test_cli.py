@@ -78,7 +78,6 @@ def test_module_attribute_models_and_cache(capsys, tmp_path, monkeypatch):
         (["--model", "user_models:broken_factory"], "weights missing"),
         (["--model", "user_models:velocity"], "pass --shape"),
         (["--model", "gmm-2d", "--nfe", "200"], "exceeds --grid-steps"),
-        (["--model", "gmm-2d", "--nfe", "0"], "at least 1"),
         (["--model", "gmm-2d", "--device", "nodevice"], "not available"),
         (["--model", "gmm-2d", "--out", "/proc/forbidden/s.json"], "cannot create folder /proc/forbidden"),
         (["--model", "gmm-2d", "--out", "user_models.py/s.json"], "user_models.py is a file, not a folder"),
@@ -197,7 +196,7 @@ def test_bench_command(capsys, tmp_path, monkeypatch):
     assert code == 2 and "add auto to --methods" in err
     code, _, err = run(capsys, "bench", "--methods", "nope", "--out", str(out), "--quiet")
     assert code == 2 and "unknown method" in err
-    code, _, err = run(capsys, "bench", "--nfe", "0", "--out", str(out), "--quiet")
+    code, _, err = run(capsys, "bench", "--nfe", "200", "--out", str(out), "--quiet")
     assert code == 2 and "every NFE" in err
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..core.errors import ScheduleError
-from ..core.schedules import Schedule, step_times_for
+from ..core.schedules import Schedule, as_schedule, step_times_for
 from ._optional import require
 from .diffusers import schedule_to_sigmas
 
@@ -35,15 +35,20 @@ def saved_scheduler(schedule: Schedule) -> Any:
     return diffusers.FlowMatchEulerDiscreteScheduler.from_config(config)
 
 
-def export_schedule(schedule: Schedule, fmt: str) -> list[float]:
+def export_schedule(schedule: Schedule | Any, fmt: str) -> list[float]:
     """``schedule`` as the numbers ``fmt`` (one of :data:`FORMATS`) takes; see the module docstring.
+
+    Args:
+        schedule: a :class:`Schedule`, or its K + 1 step times (tensor, array or list), 0 noise to 1 data.
+        fmt: the format.
 
     Raises:
         ScheduleError: an unknown format, or a schedule with evaluation times or OLSS steps.
     """
     if fmt not in FORMATS:
         raise ScheduleError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}.")
-    if isinstance(schedule, Schedule) and ("olss" in schedule.meta or schedule.has_eval_times):
+    schedule = as_schedule(schedule)
+    if "olss" in schedule.meta or schedule.has_eval_times:
         what = "OLSS steps (a linear multistep update)" if "olss" in schedule.meta else "its own evaluation times"
         raise ScheduleError(
             f"the schedule with NFE {schedule.nfe} has {what}, which {fmt} samplers cannot follow; search one of step "

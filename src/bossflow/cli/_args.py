@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any, Callable, Sequence
+import math
+from typing import Any, Callable, NoReturn, Sequence
+
+
+class Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose usage errors are one line, ``bossflow: error: ...``, and exit status 2.
+
+    Its subparsers are of the same class, so a bad option of any command reads like every
+    other bad input (``cli/app.py``): the option named, what it expects, what it got.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"bossflow: error: {message} (see `{self.prog} --help`).\n")
 
 
 def int_list(text: str) -> list[int]:
-    """Comma-separated integers and ranges: ``2,4,6`` or ``2-10``."""
+    """Comma-separated positive integers and ranges, e.g. step budgets: ``2,4,6`` or ``2-10``."""
     values: list[int] = []
     try:
         for part in text.replace(" ", "").split(","):
@@ -16,10 +28,20 @@ def int_list(text: str) -> list[int]:
             low, sep, high = part.partition("-")
             values += list(range(int(low), int(high) + 1)) if sep and low else [int(part)]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected integers such as 2,4,6 or 2-10, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected positive integers such as 2,4,6 or 2-10, got {text!r}") from None
     if not values:
-        raise argparse.ArgumentTypeError("expected at least one integer")
+        raise argparse.ArgumentTypeError(f"expected at least one positive integer, such as 2,4,6 or 2-10, got {text!r}")
+    if min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers such as 2,4,6 or 2-10, got {text!r}")
     return values
+
+
+def shape_list(text: str) -> list[int]:
+    """A sample shape: comma-separated positive sizes, e.g. ``3,32,32`` (one sample, without the batch)."""
+    parts = [part.strip() for part in text.split(",")]
+    if not all(part.isdigit() and int(part) >= 1 for part in parts):
+        raise argparse.ArgumentTypeError(f"expected positive sizes such as 2 or 3,32,32, got {text!r}")
+    return [int(part) for part in parts]
 
 
 def str_list(text: str) -> list[str]:
@@ -47,7 +69,10 @@ def _bounded(kind: Callable[[str], Any], what: str, ok: Callable[[Any], bool]) -
 
 positive_int = _bounded(int, "a positive integer", lambda v: v >= 1)
 non_negative_int = _bounded(int, "a non-negative integer", lambda v: v >= 0)
-positive_float = _bounded(float, "a positive number", lambda v: v > 0 and v != float("inf"))
+positive_float = _bounded(float, "a positive number", lambda v: math.isfinite(v) and v > 0)
+non_negative_float = _bounded(float, "a number >= 0", lambda v: math.isfinite(v) and v >= 0)
+decay = _bounded(float, "a decay in [0, 1)", lambda v: 0 <= v < 1)
+finite_float = _bounded(float, "a finite number", math.isfinite)
 
 
 def add_quiet(parser: argparse.ArgumentParser, what: str = "no progress bar") -> None:

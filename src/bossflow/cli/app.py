@@ -17,6 +17,7 @@ from typing import Any, Sequence
 
 from ..core.errors import BossflowError
 from . import bench, demo, evaluate, export, sample, schedule, straighten, teacher
+from ._args import Parser
 
 COMMANDS = {"schedule": schedule, "demo": demo, "bench": bench, "evaluate": evaluate, "teacher": teacher,
             "straighten": straighten, "sample": sample, "export": export}
@@ -34,7 +35,7 @@ def add_subcommand(subparsers: Any, name: str) -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="bossflow",
         description="Few-step sampling schedules for flow-matching models (BOSS, ICLR 2024).",
     )

@@ -9,7 +9,7 @@ import argparse
 
 from ..core.errors import BossflowError
 from . import _choices
-from ._args import add_quiet, int_list, non_negative_int, positive_int, shape_of, str_list
+from ._args import add_quiet, int_list, non_negative_int, positive_int, shape_list, shape_of, str_list
 
 EXAMPLES = """\
 examples:
@@ -38,7 +38,7 @@ def add_arguments(b: argparse.ArgumentParser) -> None:
     b.add_argument("--seed", type=non_negative_int, default=0, help="search seed; evaluation uses seed + 1 (default: 0)")
     b.add_argument("--effort", choices=list(_choices.EFFORTS), default="standard",
                    help="auto's refinement budget, as for `bossflow schedule` (default: standard)")
-    b.add_argument("--shape", type=int_list, metavar="D[,D...]", help="sample shape for models without sample_shape")
+    b.add_argument("--shape", type=shape_list, metavar="D[,D...]", help="sample shape for models without sample_shape")
     b.add_argument("--out", default="bossflow-bench", help="output folder (default: bossflow-bench)")
     add_quiet(b)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 from bossflow.cli import _choices  # absolute: this code also runs as `python -m bossflow.classifier`
+from bossflow.cli._args import Parser, non_negative_int, positive_int
 from bossflow.core.errors import BossflowError
 
 EXAMPLES = """\
@@ -23,7 +24,7 @@ examples:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m bossflow.classifier",
         description="Train a feature classifier (default: digits) and write it to DIR.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -31,8 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("name", nargs="?", default="digits", choices=list(_choices.FEATURE_CLASSIFIERS),
                         help="which classifier (default: digits)")
     parser.add_argument("--out", required=True, help="output folder (the shipped one: src/bossflow/models/weights/NAME-classifier)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--epochs", type=int, default=None, help="training epochs (default: the classifier's config)")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="training seed (default: 0)")
+    parser.add_argument("--epochs", type=positive_int, default=None, help="training epochs (default: the classifier's config)")
     return parser
 
 
@@ -46,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         model, info = train_classifier(args.name, config)
     except BossflowError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"bossflow: error: {exc}", file=sys.stderr)
         return 2
     save_classifier(args.out, model, config, info)
     size = (Path(args.out) / WEIGHTS_NAME).stat().st_size

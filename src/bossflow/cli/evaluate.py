@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._args import add_quiet, int_list, non_negative_int, positive_int, shape_of
+from ._args import add_quiet, int_list, non_negative_int, positive_int, shape_list, shape_of
 
 EXAMPLES = """\
 examples:
@@ -46,7 +46,7 @@ def add_arguments(e: argparse.ArgumentParser) -> None:
     e.add_argument("--seed", type=non_negative_int, default=1,
                    help="noise seed; data samples use seed + 1 (default: 1, fresh against `bossflow schedule`'s seed 0)")
     e.add_argument("--batch-size", type=positive_int, default=500, metavar="B", help="noises sampled at once (default: 500)")
-    e.add_argument("--shape", type=int_list, metavar="D[,D...]", help="sample shape for models without sample_shape")
+    e.add_argument("--shape", type=shape_list, metavar="D[,D...]", help="sample shape for models without sample_shape")
     e.add_argument("--inception", metavar="PATH", help="FID feature extractor (.pt2 or TorchScript .pt); needs --ref-stats")
     e.add_argument("--ref-stats", metavar="PATH", help="FID reference statistics .npz (mu, sigma); needs --inception")
     e.add_argument("--out", default="bossflow-eval", help="output folder (default: bossflow-eval)")

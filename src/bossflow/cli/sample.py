@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 from ..core.errors import BossflowError
 from . import _choices
-from ._args import add_quiet, int_list, non_negative_int, positive_int, shape_of
+from ._args import add_quiet, non_negative_int, positive_int, shape_list, shape_of
 
 SUFFIXES = (".png", ".npy", ".npz")
 """What ``--out`` may end with: an image grid or scatter plot, an array, or an array with its noise and times."""
@@ -53,7 +53,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", metavar="PATH",
                    help="output .png, .npy or .npz (default: samples.png for images and 2-D points, else samples.npy)")
     p.add_argument("--batch-size", type=positive_int, default=256, metavar="B", help="samples integrated at once (default: 256)")
-    p.add_argument("--shape", type=int_list, metavar="D[,D...]", help="sample shape, for models that do not declare sample_shape")
+    p.add_argument("--shape", type=shape_list, metavar="D[,D...]", help="sample shape, for models that do not declare sample_shape")
     p.add_argument("--per-row", type=positive_int, metavar="R", help="images per grid row (default: about the square root of --n)")
     add_quiet(p)
 

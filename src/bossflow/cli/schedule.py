@@ -12,7 +12,8 @@ from typing import Any
 
 from ..core.errors import BossflowError
 from . import _choices, _pipeline
-from ._args import add_quiet, format_times, int_list, non_negative_int, positive_float, positive_int, shape_of
+from ._args import (add_quiet, finite_float, format_times, int_list, non_negative_int, positive_float, positive_int,
+                    shape_list, shape_of)
 
 EXAMPLES = """\
 examples:
@@ -95,7 +96,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="reference sub-steps per grid interval; 1 is the paper's cost (default: 1)",
     )
     p.add_argument("--reference", choices=["euler", "heun"], default="euler", help="reference sub-step method (default: euler)")
-    p.add_argument("--shape", type=int_list, metavar="D[,D...]", help="sample shape, for models that do not declare sample_shape")
+    p.add_argument("--shape", type=shape_list, metavar="D[,D...]", help="sample shape, for models that do not declare sample_shape")
     p.add_argument("--cache", metavar="PATH", help="cost-matrix checkpoint (.npz): resumable, and reused when finished")
     p.add_argument("--device", default="cpu",
                    help="torch device for noise and model: cpu, cuda, cuda:1, ... or auto (CUDA when present; "
@@ -113,19 +114,19 @@ def _add_pipeline_arguments(g: argparse._ArgumentGroup) -> None:
     g.add_argument("--lora", metavar="PATH",
                    help="a LoRA (file or folder, e.g. a Lightning/Turbo LoRA) loaded with load_lora_weights and fused "
                    "before the search; recorded in the file")
-    g.add_argument("--lora-scale", type=float, default=1.0, metavar="W", help="the LoRA's weight (default: 1)")
+    g.add_argument("--lora-scale", type=finite_float, default=1.0, metavar="W", help="the LoRA's weight (default: 1)")
 
 
 def _check_options(args: argparse.Namespace, nfes: list[int]) -> None:
     """Refuse option combinations that the chosen method would ignore."""
-    if nfes[0] < 1:
-        raise BossflowError(f"every --nfe must be at least 1, got {nfes[0]}.")
     if args.method not in _choices.METHOD_FAMILIES[args.family]:
         makes = "OLSS steps (a linear multistep update)" if args.method == "olss" else "evaluation times"
         raise BossflowError(f"--method {args.method} makes {makes}, not --family {args.family} schedules; "
                             f"use --method auto or bellman with --family {args.family}.")
     if args.effort != "standard" and args.method != "auto":
         raise BossflowError(f"--effort applies to --method auto only; drop it for --method {args.method}.")
+    if args.method == "auto" and args.samples < 2:
+        raise BossflowError(f"--method auto needs --samples 2 or more (some noises to fit, some to validate), got {args.samples}.")
     if args.method in _choices.SCHEDULE_FAMILIES:
         return
     if nfes[-1] > args.grid_steps:

@@ -18,7 +18,7 @@ from typing import Any
 
 from ..core.errors import BossflowError
 from . import _choices, _pipeline, _pipeline_lora
-from ._args import add_quiet, int_list, non_negative_int, positive_float, positive_int
+from ._args import add_quiet, decay, int_list, non_negative_float, non_negative_int, positive_float, positive_int
 
 EXAMPLES = """\
 examples:
@@ -74,9 +74,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=positive_int, default=2000, metavar="N", help="optimizer steps (default: 2000)")
     p.add_argument("--batch-size", type=positive_int, metavar="B", help="pairs per step (default: 128; pipelines 16)")
     p.add_argument("--lr", type=positive_float, help="AdamW learning rate (default: 1e-4 full, 1e-3 LoRA)")
-    p.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay (default: 0)")
+    p.add_argument("--weight-decay", type=non_negative_float, default=0.0, help="AdamW weight decay (default: 0)")
     p.add_argument("--grad-clip", type=positive_float, default=1.0, help="maximum gradient norm (default: 1)")
-    p.add_argument("--ema-decay", type=float, default=0.999, help="EMA decay of the exported weights (default: 0.999)")
+    p.add_argument("--ema-decay", type=decay, default=0.999, help="EMA decay of the exported weights (default: 0.999)")
     p.add_argument("--distance", choices=list(_choices.DISTANCES), default="mse", help="training distance (default: mse)")
     p.add_argument("--lora-rank", type=positive_int, metavar="R",
                    help="train LoRA adapters of rank R instead of every weight (pipelines: always LoRA, default 16)")

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from .errors import CostMatrixError
-from .schedules import Schedule
+from .schedules import Schedule, validate_times
 
 
 def square_matrix(cost: Any) -> np.ndarray:
@@ -172,14 +172,14 @@ def bellman_schedules(cost: Any, grid: Any, nfes: list[int], **meta: Any) -> dic
 
     Args:
         cost: ``(N + 1, N + 1)`` cost matrix over ``grid``.
-        grid: ``(N + 1,)`` base grid times.
+        grid: ``(N + 1,)`` base grid times, 0 (noise) to 1 (data): a :class:`Schedule`, tensor, array or list.
         nfes: budgets, each in ``1..N``.
         meta: provenance stored in every schedule (model, samples, seed, ...).
 
     Returns:
         ``{nfe: Schedule}`` with ``method="bellman"``, the grid ``indices`` and the path ``cost``.
     """
-    grid = np.asarray(grid, dtype=np.float64)
+    grid = validate_times(grid, "base grid")
     c = validate_cost_matrix(cost)
     if grid.shape != (c.shape[0],):
         raise CostMatrixError(f"the grid has {grid.size} times but the cost matrix is {c.shape[0]} x {c.shape[0]}.")

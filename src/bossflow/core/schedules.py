@@ -30,24 +30,37 @@ SCHEDULE_FORMAT = "bossflow.schedule/1"
 
 
 def validate_times(times: Any, what: str = "schedule times") -> np.ndarray:
-    """Check and return ``times`` as a float64 array: finite, strictly increasing, 0 first, 1 last.
+    """Check and return ``times`` as a float64 array: finite, strictly increasing, 0 (noise) first, 1 (data) last.
+
+    The one validation of times in bossflow: every public function that takes a schedule,
+    a base grid or a list of step times passes it here, so each accepts the same four forms.
 
     Args:
-        times: any 1-D sequence (list, numpy array, tensor) of at least two times.
+        times: a :class:`Schedule` (its step times), a 1-D tensor, a numpy array or a list
+            of at least two times.
         what: how to name the input in the error message.
 
     Returns:
-        ``(K + 1,)`` float64 array.
+        ``(K + 1,)`` float64 array (a new, writable one).
 
     Raises:
         ScheduleError: with a sentence naming the first problem found.
+
+    Example:
+        >>> validate_times(uniform_schedule(2)).tolist(), validate_times([0, 0.5, 1]).tolist()
+        ([0.0, 0.5, 1.0], [0.0, 0.5, 1.0])
     """
     try:
-        if hasattr(times, "detach"):
-            times = times.detach().cpu().double().numpy()
-        arr = np.asarray(times, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ScheduleError(f"{what} must be a list of numbers, got {type(times).__name__}.") from None
+        if isinstance(times, Schedule):
+            arr = np.array(times.times, dtype=np.float64)
+        elif hasattr(times, "detach"):
+            arr = times.detach().cpu().double().numpy().copy()
+        else:
+            arr = np.array(times, dtype=np.float64)
+    except (TypeError, ValueError, RuntimeError):
+        raise ScheduleError(
+            f"{what} must be a Schedule, a tensor, a numpy array or a list of numbers, got {type(times).__name__}."
+        ) from None
     if arr.ndim != 1:
         raise ScheduleError(f"{what} must be a 1-D list of times, got shape {tuple(arr.shape)}.")
     if arr.size < 2:
@@ -65,6 +78,22 @@ def validate_times(times: Any, what: str = "schedule times") -> np.ndarray:
             f"{what} must be strictly increasing, but time {k + 1} ({arr[k + 1]:g}) is not after time {k} ({arr[k]:g})."
         )
     return arr
+
+
+def as_schedule(times: Any, what: str = "schedule times") -> "Schedule":
+    """``times`` as a :class:`Schedule`: a Schedule as it is, else an Euler schedule on those times.
+
+    Args:
+        times: a :class:`Schedule`, or its ``(K + 1,)`` step times as a tensor, array or list
+            (checked by :func:`validate_times`; ``t = 0`` noise, ``t = 1`` data).
+        what: how to name the input in the error message.
+
+    Raises:
+        ScheduleError: malformed times.
+    """
+    if isinstance(times, Schedule):
+        return times
+    return Schedule(validate_times(times, what), method="custom")
 
 
 def check_euler_schedule(schedule: "Schedule", where: str) -> None:

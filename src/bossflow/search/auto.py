@@ -158,7 +158,7 @@ from ..core.distributed import all_reduce_sum_float64
 from ..core.errors import BossflowError, ScheduleError
 from ..core.metrics import endpoint_rmse
 from ..core.noise import validate_noise
-from ..core.schedules import Schedule, validate_times
+from ..core.schedules import Schedule, as_schedule, validate_times
 from ..core.solvers import NFECounter, reference_solve, select_cond
 from .olss import UPDATE, _check_coefficients, _gram, _model_rows
 from .refine import euler_update, last_step_coefficients, refine_schedule
@@ -257,7 +257,7 @@ def refit_last_step(
     model: Callable[..., Tensor],
     noise: Tensor,
     target: Tensor,
-    schedule: Schedule,
+    schedule: Schedule | Any,
     *,
     ridge: float = 1e-4,
     cond: dict | None = None,
@@ -277,7 +277,8 @@ def refit_last_step(
         model: velocity model ``model(x, t, **cond)``; 0 = noise, 1 = data.
         noise: ``(B, *shape)`` fitting noises at ``t = 0``.
         target: ``(B, *shape)`` teacher endpoints of ``noise``.
-        schedule: the schedule whose last step is refitted.
+        schedule: the schedule whose last step is refitted: a :class:`Schedule`, or K + 1 step
+            times (tensor, array or list) for Euler steps.
         ridge: pull towards the schedule's own coefficients, ``>= 0``; 0 is plain least squares.
         cond: conditioning for every model call; per-sample tensors follow their samples.
         batch_size: samples per model call (default: all at once).
@@ -302,6 +303,7 @@ def refit_last_step(
         True
     """
     _check_refit(noise, target, ridge)
+    schedule = as_schedule(schedule)
     a, b = _coefficients(schedule)
     basis = _last_step_basis(model, noise, schedule, a, b, cond, batch_size)
     coef, loss = _fit_last_step(basis, target, np.array([a[-1][0], *b[-1]], dtype=np.float64), float(ridge))

@@ -220,7 +220,7 @@ def ays_refine(cost: Any, indices: Any, *, max_sweeps: int = 100) -> tuple[np.nd
     return idx, history
 
 
-def interpolate_times(times: np.ndarray, nfe: int) -> np.ndarray:
+def interpolate_times(times: Any, nfe: int) -> np.ndarray:
     """Resample a schedule to ``nfe`` steps at equal fractions of its index (AYS's interpolation rule).
 
     New time ``u = i / nfe`` (as a fraction of the old index ``0..K``) lies in old interval
@@ -230,13 +230,13 @@ def interpolate_times(times: np.ndarray, nfe: int) -> np.ndarray:
     one midpoint per interval and keeps the old times.
 
     Args:
-        times: ``(K + 1,)`` schedule times.
+        times: ``(K + 1,)`` schedule times, 0 (noise) to 1 (data): a :class:`Schedule`, tensor, array or list.
         nfe: new number of steps.
 
     Returns:
         ``(nfe + 1,)`` float64 times, 0 first and 1 last.
     """
-    times = np.asarray(times, dtype=np.float64)
+    times = validate_times(times)
     k_old = times.size - 1
     out = np.empty(nfe + 1, dtype=np.float64)
     for i in range(nfe + 1):
@@ -254,12 +254,20 @@ def interpolate_times(times: np.ndarray, nfe: int) -> np.ndarray:
     return out
 
 
-def snap_to_grid(times: np.ndarray, grid: np.ndarray) -> np.ndarray:
+def snap_to_grid(times: Any, grid: Any) -> np.ndarray:
     """Nearest grid indices of ``times`` (ties to the smaller), made strictly increasing from 0 to N.
 
     Requires ``len(times) - 1 <= N``. Index ``k`` is first clipped to ``[k, N - K + k]`` (room
     for the others), then raised to one past its predecessor where needed.
+
+    Args:
+        times: ``(K + 1,)`` times, 0 (noise) to 1 (data): a :class:`Schedule`, tensor, array or list.
+        grid: ``(N + 1,)`` base grid, in any of those forms.
+
+    Returns:
+        ``(K + 1,)`` int64 indices ``0 = i_0 < ... < i_K = N``.
     """
+    times, grid = validate_times(times), validate_times(grid, "base grid")
     n = grid.size - 1
     k_steps = times.size - 1
     right = np.clip(np.searchsorted(grid, times), 1, n)

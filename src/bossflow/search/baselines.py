@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-import numpy as np
 from torch import Tensor
 
 from ..core.bellman import bellman_schedules
@@ -43,4 +42,4 @@ def boss_schedules(
     """
     cost = cost_matrix(model, noise, grid, cond=cond, **options)
     meta = {**(provenance or {}), "samples": int(noise.shape[0])}
-    return bellman_schedules(cost, np.asarray(grid, dtype=np.float64), list(nfes), **meta)
+    return bellman_schedules(cost, grid, list(nfes), **meta)

@@ -77,12 +77,12 @@ def _positive_int(value: Any, what: str, minimum: int = 1) -> int:
     return int(value)
 
 
-def snap_to_grid(grid: np.ndarray, times: Sequence[float]) -> np.ndarray:
+def snap_to_grid(grid: Any, times: Any) -> np.ndarray:
     """Grid indices nearest to ``times`` (K + 1 of them, 0 to 1), made strictly increasing.
 
     Args:
-        grid: ``(N + 1,)`` base grid, 0 to 1.
-        times: ``(K + 1,)`` increasing times with ``K <= N``.
+        grid: ``(N + 1,)`` base grid, 0 (noise) to 1 (data): a :class:`Schedule`, tensor, array or list.
+        times: ``(K + 1,)`` increasing times with ``K <= N``, in any of those forms.
 
     Returns:
         ``(K + 1,)`` int64 indices ``0 = i_0 < ... < i_K = N``.
@@ -90,8 +90,8 @@ def snap_to_grid(grid: np.ndarray, times: Sequence[float]) -> np.ndarray:
     >>> snap_to_grid(np.linspace(0, 1, 11), [0.0, 0.33, 0.66, 1.0]).tolist()
     [0, 3, 7, 10]
     """
-    grid = np.asarray(grid, dtype=np.float64)
-    times = np.asarray(times, dtype=np.float64)
+    grid = validate_times(grid, "base grid")
+    times = validate_times(times)
     n, k = grid.size - 1, times.size - 1
     pos = np.clip(np.searchsorted(grid, times), 1, n)
     nearest = np.where(np.abs(grid[pos - 1] - times) <= np.abs(grid[pos] - times), pos - 1, pos)

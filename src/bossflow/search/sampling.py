@@ -16,17 +16,28 @@ from torch import Tensor
 
 from ..core.errors import BossflowError
 from ..core.noise import gaussian_noise
-from ..core.schedules import Schedule
+from ..core.schedules import Schedule, as_schedule
 from ..core.solvers import euler, select_cond
 from .olss import olss_solve
 
-def sample_with(model: Callable[..., Tensor], x0: Tensor, schedule: Schedule, *, cond: dict | None = None) -> Tensor:
+def sample_with(model: Callable[..., Tensor], x0: Tensor, schedule: Schedule | Tensor | Sequence[float], *,
+                cond: dict | None = None) -> Tensor:
     """Sample along ``schedule`` with the solver it was made for.
 
     Schedules from OLSS-style search carry their own linear update (meta key ``"olss"``) and
     are solved by :func:`bossflow.search.olss.olss_solve`; every other schedule by Euler
     (honouring its evaluation times). K NFE either way.
+
+    Args:
+        model: velocity model ``model(x, t, **cond)``.
+        x0: ``(B, *shape)`` noise at ``t = 0``.
+        schedule: a :class:`Schedule`, or K + 1 step times (tensor, array or list) for Euler.
+        cond: conditioning passed to every model call.
+
+    Returns:
+        ``(B, *shape)`` state at ``t = 1``.
     """
+    schedule = as_schedule(schedule)
     if "olss" in schedule.meta:
         return olss_solve(model, x0, schedule, cond=cond)
     return euler(model, x0, schedule, cond=cond)
@@ -34,7 +45,7 @@ def sample_with(model: Callable[..., Tensor], x0: Tensor, schedule: Schedule, *,
 
 def sample(
     model: Callable[..., Tensor],
-    schedule: Schedule,
+    schedule: Schedule | Tensor | Sequence[float],
     n: int,
     *,
     seed: int = 0,
@@ -48,7 +59,8 @@ def sample(
 
     Args:
         model: velocity model ``model(x, t, **cond)``.
-        schedule: the steps (``schedule.nfe`` model evaluations per sample, any solver it carries).
+        schedule: the steps (``schedule.nfe`` model evaluations per sample, any solver it carries):
+            a :class:`Schedule`, or K + 1 step times (tensor, array or list) for Euler.
         n: number of samples.
         seed: noise seed; the result does not depend on ``batch_size``.
         batch_size: samples integrated at once.
@@ -71,8 +83,7 @@ def sample(
 
     from ..core.velocity import model_dtype
 
-    if not isinstance(schedule, Schedule):
-        raise BossflowError(f"schedule must be a bossflow Schedule, got {type(schedule).__name__}.")
+    schedule = as_schedule(schedule)
     if not isinstance(n, int) or n < 1:
         raise BossflowError(f"the number of samples must be a positive integer, got {n!r}.")
     if not isinstance(batch_size, int) or batch_size < 1:

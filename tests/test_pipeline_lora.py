@@ -212,3 +212,35 @@ def test_pipeline_options_are_refused_for_model_directories(tmp_path, capsys):
     assert main([*argv, "--distill-guidance"]) == 2
     assert "--distill-guidance apply to --model diffusers:DIR" in capsys.readouterr().err
     np.testing.assert_equal(bool((tmp_path / "o").exists() and any((tmp_path / "o").iterdir())), False)
+
+
+def test_flux_lora_loads_into_the_flux_pipeline_and_equals_the_student(setup, tmp_path):
+    import bossflow.training.pipeline_lora as pipeline_lora
+    from tiny_pipelines import make_flux_pipeline
+
+    root, _ = setup
+    flux = make_flux_pipeline(tmp_path / "flux")  # guidance-distilled: one branch, the guidance embedded
+    captured = {}
+    original = pipeline_lora.straighten_pipeline
+
+    def spy(*args, **kwargs):
+        captured["student"], record = original(*args, **kwargs)
+        return captured["student"], record
+
+    out = tmp_path / "flux-lora"
+    pipeline_lora.straighten_pipeline = spy
+    try:
+        argv = ["straighten", "--model", f"diffusers:{flux}", "--prompts", str(root / "prompts.txt"), "--schedule",
+                str(root / "s.json"), *SIZE, "--samples", "8", "--grid-steps", "6", "--steps", "5", "--batch-size", "4",
+                "--lora-rank", "4", "--holdout-samples", "0", "--threads", "1", "--quiet", "--out", str(out)]
+        assert main(argv) == 0
+    finally:
+        pipeline_lora.straighten_pipeline = original
+    student = captured["student"]
+    loaded = _load(flux, out)
+    x, t = torch.randn(2, 64, 64), torch.tensor([0.3, 0.8])
+    cond = {"encoder_hidden_states": torch.randn(2, 512, 32), "pooled_projections": torch.randn(2, 32)}
+    theirs = DiffusersVelocity(loaded.transformer, {k: v for k, v in student.cond.as_dict().items()}, per_sample=tuple(cond))
+    with torch.no_grad():
+        torch.testing.assert_close(theirs(x, t, **cond), student(x, t, **cond), atol=1e-5, rtol=0)
+    assert json.loads((out / "bossflow_lora.json").read_text())["pipeline"] == "FluxPipeline"

@@ -5,9 +5,9 @@ defined, as a reader who pastes them in turn would), in a fresh working director
 (``HF_HUB_OFFLINE=1``) and on one thread. ``path/to/sd3-pipeline`` there is the tiny random
 SD3 pipeline of ``tiny_pipelines.py``, which the README's diffusers examples load.
 
-The blocks of the README section "Your own diffusers pipeline (SD3, Flux)" are skipped here:
-``test_readme_pipeline.py`` runs them, after the section's commands that write the files they
-read, and checks what they print; no block runs twice.
+The blocks of the README sections "Your own diffusers pipeline (SD3, Flux)" and "Straighten
+your pipeline into a LoRA" are skipped here: ``test_readme_pipeline.py`` runs them, after the
+sections' commands that write the files they read, and checks what they print; no block runs twice.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from tiny_pipelines import make_sd3_pipeline  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 FILES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
-SKIPPED_SECTIONS = ("## Your own diffusers pipeline",)  # run by test_readme_pipeline.py
+SKIPPED_SECTIONS = ("## Your own diffusers pipeline", "## Straighten your pipeline into a LoRA")
+"""Run by test_readme_pipeline.py."""
 
 
 def python_blocks(text: str) -> list[tuple[int, str]]:
@@ -47,12 +48,15 @@ def python_blocks(text: str) -> list[tuple[int, str]]:
     return blocks
 
 
-def test_block_extraction_skips_the_pipeline_section():
+@pytest.mark.parametrize("title, blocks", [(SKIPPED_SECTIONS[0], 2), (SKIPPED_SECTIONS[1], 1)])
+def test_block_extraction_skips_the_pipeline_sections(title, blocks):
     text = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = text.index(SKIPPED_SECTIONS[0])
-    first, last = text[:section].count("\n") + 1, text[:text.index("\n## ", section + 1)].count("\n") + 1
+    section = text.index(title)
+    end = text.index("\n## ", section + 1)
+    first, last = text[:section].count("\n") + 1, text[:end].count("\n") + 1
     starts = [start for start, _ in python_blocks(text)]
-    assert text.count("```python") - len(starts) == 2  # the section's two blocks
+    assert text[section:end].count("```python") == blocks
+    assert text.count("```python") - len(starts) == 3  # both sections' blocks
     assert starts and not any(first < start < last for start in starts)
 
 

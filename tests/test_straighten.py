@@ -460,3 +460,17 @@ def test_shipped_straightened_digits_beats_its_teacher_along_its_schedules():
             ours = bf.endpoint_rmse(bf.euler(student, noise, schedule), reference)
             theirs = bf.endpoint_rmse(bf.euler(teacher, noise, schedule), reference)
             assert ours < 0.75 * theirs, (k, ours, theirs)
+
+
+def test_lora_without_peft_names_the_extra(monkeypatch, tmp_path, capsys):
+    import sys
+
+    from bossflow.cli import main
+
+    monkeypatch.setitem(sys.modules, "peft", None)  # import peft then raises ImportError, as where it is not installed
+    argv = ["straighten", "--model", "digits", "--schedule", "uniform", "--nfe", "2", "--lora-rank", "4",
+            "--steps", "1", "--samples", "4", "--out", str(tmp_path / "out"), "--quiet"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "pip install bossflow[lora]" in err
+    assert not (tmp_path / "out" / "pairs").exists()  # refused before any pair was made

@@ -12,7 +12,10 @@ _PACKAGES = {
     "flow_matching": "flow_matching",
     "torchcfm": "torchcfm",
     "diffusers": "diffusers",
+    "peft": "peft",
 }
+_EXTRAS = {"peft": "lora"}
+"""Packages with an extra of their own (the rest come with ``bossflow[adapters]``)."""
 
 
 def require(module: str, feature: str) -> ModuleType:
@@ -27,7 +30,8 @@ def require(module: str, feature: str) -> ModuleType:
         return importlib.import_module(module)
     except ImportError as exc:
         package = _PACKAGES.get(top, top)
+        extra = _EXTRAS.get(top, "adapters")
         raise BossflowError(
             f"{feature} needs the {package} package ({exc}); install it with `pip install {package}` "
-            "(or every adapter's library with `pip install bossflow[adapters]`)."
+            f"(or `pip install bossflow[{extra}]`)."
         ) from None

@@ -79,15 +79,13 @@ def _check_resume(args: argparse.Namespace, out: Path) -> None:
 
 def _settings(args: argparse.Namespace, target: Any) -> Any:
     """The LoRA settings, checked against the loaded transformer (and guidance) before any pair is made."""
-    from ..adapters.lora import resolve_targets
+    from ..training.pipeline_lora import check_request
     from ..training.straighten import LoraSettings
 
-    if args.distill_guidance and not target.provenance["cfg"]:
-        raise BossflowError("--distill-guidance needs classifier-free guidance (a guidance scale above 1 and, for "
-                            "Flux, a negative prompt); this pipeline's velocity is a single branch already.")
     targets = tuple(t for t in args.lora_targets.split(",") if t) if args.lora_targets else None
-    resolve_targets(target.model.transformer, targets)
-    return LoraSettings(rank=args.lora_rank, alpha=args.lora_alpha, targets=targets)
+    settings = LoraSettings(rank=args.lora_rank, alpha=args.lora_alpha, targets=targets)
+    check_request(target.model, settings, distill_guidance=args.distill_guidance)
+    return settings
 
 
 def announce(args: argparse.Namespace, target: Any, schedules: list[Any]) -> None:
@@ -205,6 +203,7 @@ def _reloaded(path: Path) -> list[Any]:
 
 def run(args: argparse.Namespace) -> int:
     """Pairs, held-out reference, training, held-out table and the LoRA folder ``--out``."""
+    from ..core.distributed import is_main
     from ..training.pipeline_lora import straighten_pipeline
 
     schedules = check(args)
@@ -227,7 +226,8 @@ def run(args: argparse.Namespace) -> int:
         return 130
     print(f"straightened {args.model} along NFE {', '.join(str(s.nfe) for s in schedules)} for {args.steps} steps in "
           f"{record['wall_seconds']:.0f} s, final loss {record['final_loss']:.4g}")
-    rows = holdout_table(args, target, student, before, schedules)
-    export(args, target, student, record, schedules, rows)
+    if is_main():  # rank 0 scores and writes
+        rows = holdout_table(args, target, student, before, schedules)
+        export(args, target, student, record, schedules, rows)
     return 0
 

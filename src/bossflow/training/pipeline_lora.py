@@ -21,11 +21,23 @@ from typing import Any, Iterator
 
 from torch import nn
 
-from ..adapters.lora import add_transformer_lora
+from ..adapters.lora import add_transformer_lora, resolve_targets
 from ..core.errors import BossflowError
 from ..core.noise import sample_seed
 from .pairs import PairData
 from .straighten import LoraSettings, straighten
+
+
+def check_request(velocity: Any, settings: LoraSettings, *, distill_guidance: bool = False) -> list[str]:
+    """Refuse what :func:`pipeline_student` could not do, before any work; the target layer names it would use.
+
+    Raises:
+        BossflowError: ``distill_guidance`` without classifier-free guidance, or targets that match no linear layer.
+    """
+    if distill_guidance and velocity.negative_cond is None:
+        raise BossflowError("--distill-guidance needs classifier-free guidance (a guidance scale above 1 and, for "
+                            "Flux, a negative prompt); this pipeline's velocity is a single branch already.")
+    return resolve_targets(velocity.transformer, settings.targets)
 
 
 def pipeline_student(velocity: Any, settings: LoraSettings, *, distill_guidance: bool = False,
@@ -41,9 +53,7 @@ def pipeline_student(velocity: Any, settings: LoraSettings, *, distill_guidance:
     Raises:
         BossflowError: ``distill_guidance`` without classifier-free guidance, or bad LoRA settings.
     """
-    if distill_guidance and velocity.negative_cond is None:
-        raise BossflowError("--distill-guidance needs classifier-free guidance (a guidance scale above 1 and, for "
-                            "Flux, a negative prompt); this pipeline's velocity is a single branch already.")
+    check_request(velocity, settings, distill_guidance=distill_guidance)
     targets = add_transformer_lora(velocity.transformer, settings.rank, alpha=settings.alpha, targets=settings.targets,
                                    seed=sample_seed(seed, 0))
     student = velocity.conditional_branch() if distill_guidance else velocity

@@ -112,7 +112,8 @@ def add_lora(model: nn.Module, settings: LoraSettings, *, seed: int = 0) -> nn.M
     try:
         from peft import LoraConfig, get_peft_model
     except ImportError:
-        raise BossflowError("LoRA needs the peft package; install it with `pip install peft`.") from None
+        raise BossflowError("LoRA (--lora-rank) needs the peft package, an extra of bossflow: install it with "
+                            "`pip install peft` or `pip install bossflow[lora]`.") from None
     if not isinstance(settings.rank, int) or settings.rank < 1:
         raise BossflowError(f"the LoRA rank must be a positive integer, got {settings.rank!r}.")
     available = lora_targets(model)

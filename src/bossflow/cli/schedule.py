@@ -24,6 +24,10 @@ examples:
   bossflow schedule --model mypkg.models:make_flow --shape 3,32,32 --nfe 4,6 --method bellman \\
       --cache runs/cost.npz --out runs/sched.json      # resumable: rerun to continue
   bossflow schedule --model gmm-2d --method uniform --nfe 4 --out uniform.json
+  bossflow schedule --model diffusers:path/to/sd3 --prompts prompts.txt --guidance-scale 4.5 --nfe 4,6,8 \\
+      --family times --out sd3-sigmas.json             # a saved pipeline (README: Your own diffusers pipeline)
+  bossflow schedule --model diffusers:path/to/sd3 --lora lightning.safetensors --prompts prompts.txt \\
+      --guidance-scale 1 --nfe 3,5 --family times --out lightning.json   # sigmas for someone else's LoRA
 
 auto (default) fits uniform steps, BOSS, OLSS and a refinement of step and evaluation times
 (--family euler/times: uniform, BOSS, global-dp and the refinement) on 3/4 of the noises,

@@ -31,9 +31,9 @@ examples:
   bossflow sample --model runs/digits-boss2 --schedule runs/digits-sched.json --nfe 2 --out grid.png
 
   # a saved diffusers pipeline into a LoRA (search its schedule first, step times only):
-  bossflow schedule --model diffusers:path/to/sd3 --prompts prompts.txt --guidance-scale 4 --nfe 2,4 \
+  bossflow schedule --model diffusers:path/to/sd3 --prompts prompts.txt --guidance-scale 4 --nfe 2,4 \\
       --family times --out s.json
-  bossflow straighten --model diffusers:path/to/sd3 --prompts prompts.txt --guidance-scale 4 --schedule s.json \
+  bossflow straighten --model diffusers:path/to/sd3 --prompts prompts.txt --guidance-scale 4 --schedule s.json \\
       --lora-rank 16 --steps 2000 --out sd3-boss-lora --device cuda --precision bf16
   # then: pipe.load_lora_weights("sd3-boss-lora"); pipe(prompt, sigmas=..., guidance_scale=4)
 

@@ -163,42 +163,55 @@ def holdout_table(args: argparse.Namespace, target: Any, student: Any, before: d
 def export(args: argparse.Namespace, target: Any, student: Any, record: dict, schedules: list[Any],
            rows: list[dict[str, Any]]) -> None:
     """The LoRA file, the schedules it was trained for (exportable as sigmas), the record; ``--merge``: a transformer."""
-    from .._version import __version__
-    from ..adapters.export import export_schedule
     from ..adapters.lora import save_merged_transformer, save_pipeline_lora
-    from ..core._io import write_json_atomic
-    from ..core.schedules import Schedule, save_schedules
 
     out = Path(args.out)
-    provenance = {**target.provenance, "lora_folder": str(out), "straightened_from": args.schedule}
-    if args.distill_guidance:
-        provenance.update(guidance_scale=1.0, cfg=False, negative_prompt=None, distilled_guidance_scale=target.provenance["guidance_scale"])
-    kept = [Schedule(s.times, **{k: s.meta[k] for k in ("method", "selected", "cost") if k in s.meta}) for s in schedules]
-    save_schedules(out / "schedules.json", kept, **provenance)
+    saved = _write_schedules(args, target, schedules)
     lora_file = save_pipeline_lora(target.provenance["pipeline"], student.transformer, out)
-    loaded = {s.nfe: s for s in _reloaded(out / "schedules.json")}
-    usage = {k: export_schedule(s, "diffusers") for k, s in loaded.items()}
-    argv = ["bossflow", "straighten", *sys.argv[2:]] if len(sys.argv) > 2 and sys.argv[1] == "straighten" else None
-    write_json_atomic(out / RECORD_NAME, {
-        "format": "bossflow.pipeline-lora/1", "bossflow": __version__, "pipeline": target.provenance["pipeline"],
-        "pipeline_path": target.provenance["pipeline_path"], "guidance_scale": provenance["guidance_scale"],
-        "sigmas": {str(k): v for k, v in usage.items()}, "holdout": rows,
-        "training": {k: v for k, v in record.items() if k != "pairs"}, **({"command": shlex.join(argv)} if argv else {}),
-    })
+    usage = _write_record(args, target, record, saved, rows)
     print(f"wrote {lora_file} (LoRA rank {record['lora']['rank']} on {', '.join(record['lora']['targets'])}), "
           f"{out / 'schedules.json'} and {out / RECORD_NAME}")
     if args.merge:
         print(f"wrote {save_merged_transformer(student.transformer, out)} (the LoRA merged into the transformer)")
-    k = min(usage)
-    print(f'\nuse it:\n  pipe.load_lora_weights("{out}")\n  image = pipe(prompt, sigmas={[round(s, 6) for s in usage[k]]}, '
-          f"guidance_scale={provenance['guidance_scale']:g}, height={provenance['height']}, width={provenance['width']})"
-          f".images[0]   # NFE {k}; `bossflow export {out / 'schedules.json'} --nfe K` for the others")
+    nfe = min(saved)
+    call = usage[nfe].replace("\n", "\n  ")
+    print(f'\nuse it:\n  pipe.load_lora_weights("{out}")\n  {call}   # NFE {nfe}; `bossflow export '
+          f"{out / 'schedules.json'} --nfe K` for the others")
 
 
-def _reloaded(path: Path) -> list[Any]:
-    from ..core.schedules import load_schedules
+def _write_schedules(args: argparse.Namespace, target: Any, schedules: list[Any]) -> dict[int, Any]:
+    """``OUT/schedules.json``: the schedules with the pipeline's provenance (guidance 1 when distilled), as reloaded."""
+    from ..core.schedules import Schedule, load_schedules, save_schedules
 
-    return list(load_schedules(path).values())
+    provenance = {**target.provenance, "lora_folder": str(args.out), "straightened_from": args.schedule}
+    if args.distill_guidance:
+        provenance.update(guidance_scale=1.0, cfg=False, negative_prompt=None,
+                          distilled_guidance_scale=target.provenance["guidance_scale"])
+    kept = [Schedule(s.times, **{k: s.meta[k] for k in ("method", "selected", "cost") if k in s.meta}) for s in schedules]
+    path = Path(args.out) / "schedules.json"
+    save_schedules(path, kept, **provenance)
+    return load_schedules(path)
+
+
+def _write_record(args: argparse.Namespace, target: Any, record: dict, saved: dict[int, Any],
+                  rows: list[dict[str, Any]]) -> dict[int, str]:
+    """``OUT/bossflow_lora.json``: how the LoRA was made and how to call it; the ``pipe(...)`` line per budget."""
+    from .._version import __version__
+    from ..adapters.export import diffusers_call, export_schedule
+    from ..core._io import write_json_atomic
+
+    sigmas = {k: export_schedule(s, "diffusers") for k, s in saved.items()}
+    calls = {k: diffusers_call(saved[k], sigmas[k]) for k in saved}
+    argv = ["bossflow", "straighten", *sys.argv[2:]] if len(sys.argv) > 2 and sys.argv[1] == "straighten" else None
+    first = next(iter(saved.values())).meta
+    write_json_atomic(Path(args.out) / RECORD_NAME, {
+        "format": "bossflow.pipeline-lora/1", "bossflow": __version__, "pipeline": target.provenance["pipeline"],
+        "pipeline_path": target.provenance["pipeline_path"], "guidance_scale": first["guidance_scale"],
+        "sigmas": {str(k): v for k, v in sigmas.items()}, "calls": {str(k): v for k, v in calls.items()},
+        "holdout": rows, "training": {k: v for k, v in record.items() if k != "pairs"},
+        **({"command": shlex.join(argv)} if argv else {}),
+    })
+    return calls
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,18 +1,19 @@
-"""Atomic file writes: a temp file in the target folder, then ``os.replace``.
+"""Atomic file writes: a temp file in the target folder, then ``os.replace``; and a lock per cache.
 
 A reader never sees a half-written file, and an interrupted write leaves the
-previous version in place.
+previous version in place; two runs never write one cache at once (:func:`exclusive`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, IO
+from typing import IO, Any, Callable, Iterator
 
-from .errors import FileFormatError
+from .errors import BossflowError, FileFormatError
 
 
 def write_atomic(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
@@ -118,3 +119,36 @@ def _probe_mkdir(folder: Path, option: str, path: Path) -> None:
     except OSError as exc:
         raise FileFormatError(f"{option} {path} cannot be written: cannot create folder {folder} "
                               f"({exc.strerror or exc}); choose a writable path.") from None
+
+
+@contextlib.contextmanager
+def exclusive(path: str | os.PathLike, what: str) -> Iterator[None]:
+    """Hold ``.NAME.lock`` beside ``path`` (``filelock``) while inside, so that two runs never write one cache at once.
+
+    A second run does not wait: it stops at once with one sentence, and the first run's file
+    stays whole. The hidden lock file is left behind (empty); it is harmless and reused.
+
+    Args:
+        path: the cache file or folder being written.
+        what: how the error names it (``"--cache"``, ``"pairs folder"``).
+
+    Raises:
+        BossflowError: another process holds the lock.
+    """
+    from filelock import FileLock, Timeout
+
+    path = Path(path)
+    lock_path = path.with_name(f".{path.name}.lock")
+    try:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(lock_path), timeout=0)
+        lock.acquire()
+    except Timeout:
+        raise BossflowError(f"another run is writing the {what} {path} (it holds {lock_path}); wait for it to finish, "
+                            f"or give this run another {what}.") from None
+    except OSError as exc:
+        raise FileFormatError(f"cannot lock {path}: {exc.strerror or exc}; choose a writable path.") from None
+    try:
+        yield
+    finally:
+        lock.release()

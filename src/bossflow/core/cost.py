@@ -21,6 +21,7 @@ cancel away the small costs near the diagonal.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -33,7 +34,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._io import write_atomic
+from ._io import exclusive, write_atomic
 from .errors import BossflowError, CostMatrixError, FileFormatError
 from .distributed import all_reduce_sum_float64, is_main, on_main, rank, shard_range, world_size
 from .noise import validate_noise
@@ -340,13 +341,14 @@ def cost_matrix(
     dim = None if pair_cost is not None else int(np.prod(noise.shape[1:]))
     meta = _checkpoint_meta(model, noise, grid, dim, substeps, reference, pair_cost, model_id)
     path = Path(checkpoint) if checkpoint is not None else None
-    # Rank 0 reads the file; every rank resumes from it.
-    sums, done, complete = on_main(partial(_resume_state, path, meta, grid.size))
-    if complete:
-        return finish_cost_matrix(sums, done, dim)
-    shard_sums = partial(
-        _shard_sums, model, noise, grid, substeps=substeps, reference=reference, pair_cost=pair_cost,
-        cond=cond or {}, chunk_bytes=chunk_bytes,
-    )
-    _stream_batches(shard_sums, sums, done, batch_size=batch_size, path=path, meta=meta, progress=progress)
+    # Rank 0 alone reads and writes the file, under its lock; every rank resumes from it.
+    with exclusive(path, "cost-matrix cache") if path is not None and is_main() else contextlib.nullcontext():
+        sums, done, complete = on_main(partial(_resume_state, path, meta, grid.size))
+        if complete:
+            return finish_cost_matrix(sums, done, dim)
+        shard_sums = partial(
+            _shard_sums, model, noise, grid, substeps=substeps, reference=reference, pair_cost=pair_cost,
+            cond=cond or {}, chunk_bytes=chunk_bytes,
+        )
+        _stream_batches(shard_sums, sums, done, batch_size=batch_size, path=path, meta=meta, progress=progress)
     return finish_cost_matrix(sums, n_samples, dim)

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..core._io import read_json, write_atomic, write_json_atomic
+from ..core._io import exclusive, read_json, write_atomic, write_json_atomic
 from ..core.conditioning import IndexedCond
 from ..core.distributed import barrier, broadcast_tensor, is_main, on_main, rank, shard_range, world_size
 from ..core.errors import BossflowError, FileFormatError, ScheduleError
@@ -400,7 +400,12 @@ class _Shards:
 
 
 def _cached_states(shards: _Shards) -> Tensor:
-    """Every shard, read from ``shards.folder`` or made and written there."""
+    """Every shard, read from ``shards.folder`` or made and written there (the folder locked meanwhile)."""
+    with exclusive(shards.folder, "pairs folder"):
+        return _read_or_make(shards)
+
+
+def _read_or_make(shards: _Shards) -> Tensor:
     _check_or_write_meta(shards.folder, shards.meta)
     parts = []
     for index, count in enumerate(shards.counts):

@@ -73,6 +73,21 @@ def test_bellman_cache_killed_then_rerun_gives_the_uninterrupted_schedules(tmp_p
     assert [s["times"] for s in whole] == [s["times"] for s in resumed]
 
 
+def test_auto_journal_killed_then_rerun_gives_the_uninterrupted_schedules_and_cost(tmp_path):
+    argv = ["schedule", "--model", "digits", "--nfe", "2,4", "--samples", "32", "--grid-steps", "20", "--effort", "fast",
+            "--quiet"]
+    _run([*argv, "--out", str(tmp_path / "whole.json")])
+    journal = tmp_path / "auto.safetensors"
+    killed = [*argv, "--cache", str(journal), "--out", str(tmp_path / "killed.json")]
+    assert _kill_after(killed, journal)  # the journal appears once the teacher is solved
+    assert not (tmp_path / "killed.json").exists()
+    _run(killed)
+    whole, resumed = (json.loads((tmp_path / f"{n}.json").read_text())["schedules"] for n in ("whole", "killed"))
+    for a, b in zip(whole, resumed):
+        assert (a["times"], a.get("eval_times"), a["meta"]["selected"]) == (b["times"], b.get("eval_times"), b["meta"]["selected"])
+        assert a["meta"]["model_rows"] == b["meta"]["model_rows"]  # nothing saved was computed again
+
+
 def test_straighten_killed_in_training_resumes_to_the_same_weights(tmp_path):
     argv = ["straighten", "--model", "digits", "--schedule", "uniform", "--nfe", "2", "--samples", "256", "--steps", "80",
             "--batch-size", "32", "--checkpoint-every", "10", "--threads", "1", "--quiet"]

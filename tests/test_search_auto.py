@@ -329,3 +329,23 @@ def test_cli_effort(capsys, tmp_path):
     code = main(["schedule", "--model", "gmm-2d", "--nfe", "2", "--method", "bellman", "--effort", "fast", "--quiet"])
     err = capsys.readouterr().err
     assert code == 2 and "--effort applies to --method auto only" in err
+
+
+def test_auto_journal_resumes_after_interruptions_to_the_uninterrupted_result(tmp_path):
+    from bossflow.models import gmm_2d
+    from conftest import Interrupting
+
+    noise = bf.gaussian_noise(32, (2,), dtype=torch.float64)
+    grid = bf.uniform_schedule(20).times
+    options = dict(refine={"steps": 10, "screen_steps": 5}, continue_steps=10)
+    whole = auto_schedules(gmm_2d(), noise, grid, [2, 4], **options)
+    path = tmp_path / "auto.safetensors"
+    for limit in (50, 400):  # stopped in the teacher's solve, then in a candidate's fit
+        with pytest.raises(KeyboardInterrupt):
+            auto_schedules(Interrupting(limit).double(), noise, grid, [2, 4], checkpoint=path, model_id="gmm-2d", **options)
+    resumed = auto_schedules(gmm_2d(), noise, grid, [2, 4], checkpoint=path, model_id="gmm-2d", **options)
+    for k in (2, 4):
+        assert np.array_equal(whole[k].times, resumed[k].times) and whole[k].meta["selected"] == resumed[k].meta["selected"]
+        assert whole[k].meta["model_rows"] == resumed[k].meta["model_rows"]
+    with pytest.raises(BossflowError, match="made by another search"):
+        auto_schedules(gmm_2d(), noise, grid, [2], checkpoint=path, model_id="gmm-2d", **options)

@@ -7,6 +7,7 @@ search alone (the BOSS cost matrix on a fine base grid, then dynamic programming
 from __future__ import annotations
 
 import argparse
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +24,7 @@ examples:
   bossflow schedule --model gmm-64d --method bellman --nfe 4 --samples 512 --grid edm --grid-steps 200
   bossflow schedule --model mypkg.models:make_flow --shape 3,32,32 --nfe 4,6 --method bellman \\
       --cache runs/cost.npz --out runs/sched.json      # resumable: rerun to continue
+  bossflow schedule --model digits --nfe 2,4,6 --cache runs/auto.safetensors --out runs/sched.json   # auto, resumable
   bossflow schedule --model gmm-2d --method uniform --nfe 4 --out uniform.json
   bossflow schedule --model diffusers:path/to/sd3 --prompts prompts.txt --guidance-scale 4.5 --nfe 4,6,8 \\
       --family times --out sd3-sigmas.json             # a saved pipeline (README: Your own diffusers pipeline)
@@ -101,7 +103,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--reference", choices=["euler", "heun"], default="euler", help="reference sub-step method (default: euler)")
     p.add_argument("--shape", type=shape_list, metavar="D[,D...]", help="sample shape, for models that do not declare sample_shape")
-    p.add_argument("--cache", metavar="PATH", help="cost-matrix checkpoint (.npz): resumable, and reused when finished")
+    p.add_argument("--cache", metavar="PATH",
+                   help="resumable checkpoint, reused when finished: bellman's cost matrix (.npz), or auto's journal of "
+                   "finished stages (.safetensors); rerun the same command to continue")
     p.add_argument("--device", default="cpu",
                    help="torch device for noise and model: cpu, cuda, cuda:1, ... or auto (CUDA when present; "
                    "under torchrun each rank's own GPU) (default: cpu)")
@@ -136,8 +140,9 @@ def _check_options(args: argparse.Namespace, nfes: list[int]) -> None:
     if nfes[-1] > args.grid_steps:
         raise BossflowError(f"--nfe {nfes[-1]} exceeds --grid-steps {args.grid_steps}; use a finer grid.")
     if args.method != "bellman":
-        if args.cache:
-            raise BossflowError(f"--cache applies to the bellman cost matrix only; drop it for --method {args.method}.")
+        if args.cache and args.method != "auto":
+            raise BossflowError(f"--cache applies to bellman's cost matrix and auto's stages only; drop it for "
+                                f"--method {args.method}.")
         if args.reference != "euler" or args.substeps != 1:
             raise BossflowError(
                 f"--reference and --substeps set the bellman cost matrix's teacher; drop them for --method {args.method}."
@@ -192,6 +197,7 @@ def _search(args: argparse.Namespace, nfes: list[int]) -> tuple[dict[int, Any], 
     """``({nfe: Schedule}, provenance, what it searched)`` for ``--method`` (no target for a baseline family)."""
     import torch
 
+    from ..core._io import exclusive
     from ..core.bellman import bellman_schedules
     from ..core.cost import cost_matrix
     from ..core.distributed import is_main, pick_device
@@ -210,8 +216,10 @@ def _search(args: argparse.Namespace, nfes: list[int]) -> tuple[dict[int, Any], 
     if args.method != "bellman":
         options: dict[str, Any] = {"progress": not args.quiet and is_main()} if args.method in WITH_PROGRESS else {}
         if args.method == "auto":
-            options.update(family=args.family, effort=args.effort)
-        found = SEARCHES[args.method](target.model, noise, grid, nfes, cond=target.cond, provenance=provenance, **options)
+            options.update(family=args.family, effort=args.effort, checkpoint=args.cache, model_id=target.fingerprint)
+        with exclusive(args.cache, "auto journal (--cache)") if args.cache and is_main() else contextlib.nullcontext():
+            found = SEARCHES[args.method](target.model, noise, grid, nfes, cond=target.cond, provenance=provenance,
+                                          **options)
         return found, _spent(target, provenance), target
     cost = cost_matrix(target.model, noise, grid, batch_size=args.batch_size, substeps=args.substeps,
                        reference=args.reference, cond=target.cond, checkpoint=args.cache, model_id=target.fingerprint,

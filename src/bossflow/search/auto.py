@@ -146,6 +146,7 @@ against a candidate a few percent behind it.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -154,7 +155,7 @@ import torch
 from torch import Tensor
 
 from ..core.bellman import check_budget
-from ..core.distributed import all_reduce_sum_float64
+from ..core.distributed import all_reduce_sum_float64, world_size
 from ..core.errors import BossflowError, ScheduleError
 from ..core.metrics import endpoint_rmse
 from ..core.noise import validate_noise
@@ -376,6 +377,9 @@ class _Run:
     lstsq_fit: dict[int, Schedule | None] = field(default_factory=dict)
     fitted: dict[str, dict[int, Schedule]] = field(default_factory=dict)
     held: dict[tuple[str, int], float] = field(default_factory=dict)
+    fit_rmse: dict[tuple[str, int], float] = field(default_factory=dict)
+    refits: dict[str, dict[int, Schedule]] = field(default_factory=dict)
+    journal: Callable[[], None] = lambda: None
 
 
 def _check_options(noise: Tensor, grid: Any, nfes: list[int], *, cond: dict | None, provenance: dict | None,
@@ -433,20 +437,38 @@ def _check_options(noise: Tensor, grid: Any, nfes: list[int], *, cond: dict | No
     )
 
 
-def _solve_teacher(model: Callable[..., Tensor], noise: Tensor, plan: _Plan) -> _Run:
+def _solve_teacher(model: Callable[..., Tensor], noise: Tensor, plan: _Plan, checkpoint: str | os.PathLike | None,
+                   model_id: str | None) -> _Run:
     """Open the progress bar and solve the teacher: the dopri5 endpoints ``(B, *shape)`` at ``t = 1`` of ``noise``
-    ``(B, *shape)`` at ``t = 0``. Returns the :class:`_Run` with the noise sets ``"fit"``, ``"held"`` and ``"all"``,
-    each ``(noise, teacher endpoints, conditioning)``."""
+    ``(B, *shape)`` at ``t = 0`` (read from the journal ``checkpoint`` when it holds them, with every stage's
+    results). Returns the :class:`_Run` with the noise sets ``"fit"``, ``"held"`` and ``"all"``, each
+    ``(noise, teacher endpoints, conditioning)``, saving to the journal after every stage."""
     from tqdm.auto import tqdm
 
+    from ..core.cost import model_fingerprint
+    from .auto_journal import call_fingerprint, load_journal, restore_journal, save_journal
+
+    if checkpoint is not None and world_size() > 1:
+        raise BossflowError("auto's checkpoint (--cache) works in one process; drop it under torchrun.")
+    fingerprint = call_fingerprint(model_id or model_fingerprint(model), noise, plan) if checkpoint is not None else ""
+    saved = load_journal(checkpoint, fingerprint) if checkpoint is not None else None
     bar = tqdm(total=2 + 2 * len(plan.names), desc="auto", unit="stage", disable=not plan.progress)
     counted = NFECounter(model)
     bar.set_postfix_str("teacher")
-    target = reference_solve(counted, noise, cond=plan.conds["all"] or None)
+    if saved is None:
+        target = reference_solve(counted, noise, cond=plan.conds["all"] or None)
+    else:
+        target = saved[0].to(device=noise.device, dtype=noise.dtype)
     n_fit = plan.n_fit
     sets = {"fit": (noise[:n_fit], target[:n_fit], plan.conds["fit"]),
             "held": (noise[n_fit:], target[n_fit:], plan.conds["held"]), "all": (noise, target, plan.conds["all"])}
-    return _Run(plan, counted, bar, sets, counted.samples)
+    run = _Run(plan, counted, bar, sets, counted.samples)
+    if saved is not None:
+        restore_journal(run, saved[1])
+    if checkpoint is not None:
+        run.journal = lambda: save_journal(checkpoint, run, fingerprint)
+        run.journal()
+    return run
 
 
 def _stage(run: _Run, text: str) -> None:
@@ -514,6 +536,13 @@ def _rmse(run: _Run, schedule: Schedule, which: str) -> float:
     x1 = sample_with(run.counted, x, schedule, cond=kw or None)
     value = endpoint_rmse(x1, y) if torch.isfinite(x1).all() else math.inf
     return value if math.isfinite(value) else math.inf
+
+
+def _fit_rmse(run: _Run, name: str, k: int) -> float:
+    """RMSE of candidate ``name`` fitted for budget ``k`` on the fitting noises themselves, once."""
+    if (name, k) not in run.fit_rmse:
+        run.fit_rmse[name, k] = _rmse(run, run.fitted[name][k], "fit")
+    return run.fit_rmse[name, k]
 
 
 def _held_rmse(run: _Run, name: str, k: int) -> float:
@@ -584,7 +613,9 @@ def _fit_candidates(run: _Run) -> None:
     # refined-ls last: it reuses the refined fit and looks at the others' held-out errors.
     for name in [m for m in names if m != "refined-ls"] + [m for m in names if m == "refined-ls"]:
         _stage(run, f"fit {name}")
-        run.fitted[name] = _candidate(run, name, "fit", run.plan.budgets)
+        if name not in run.fitted:  # (a resumed run has some already)
+            run.fitted[name] = _candidate(run, name, "fit", run.plan.budgets)
+            run.journal()
     _stage(run, "score")
 
 
@@ -602,9 +633,10 @@ def _select(run: _Run) -> tuple[dict[int, dict[str, float]], dict[int, dict[str,
     if len(grids) > 1:
         for name in grids:
             for k in plan.budgets:
-                fit_rmse = _rmse(run, run.fitted[name][k], "fit")
+                fit_rmse = _fit_rmse(run, name, k)
                 mse = (plan.n_fit * fit_rmse ** 2 + plan.n_held * scores[k][name] ** 2) / plan.samples
                 search_scores[k][name] = math.sqrt(mse)
+    run.journal()
     selected = {}
     for k in plan.budgets:
         finalists = [m for m in names if m not in grids]
@@ -623,8 +655,10 @@ def _refit_winners(run: _Run, selected: dict[int, str]) -> dict[int, Schedule]:
     for name in run.plan.names:
         _stage(run, f"refit {name}")
         ks = [k for k in run.plan.budgets if selected[k] == name]
-        if ks:
-            chosen.update(_candidate(run, name, "all", ks) if run.plan.refit else {k: run.fitted[name][k] for k in ks})
+        if ks and name not in run.refits:
+            run.refits[name] = _candidate(run, name, "all", ks) if run.plan.refit else {k: run.fitted[name][k] for k in ks}
+            run.journal()
+        chosen.update(run.refits.get(name, {}))
     _stage(run, "done")
     run.bar.close()
     return chosen
@@ -680,6 +714,8 @@ def auto_schedules(
     olss: dict | None = None,
     ridge: float = 1e-4,
     progress: bool = False,
+    checkpoint: str | os.PathLike | None = None,
+    model_id: str | None = None,
 ) -> dict[int, Schedule]:
     """Our default: the candidate searches' best schedule per budget, chosen on held-out noises.
 
@@ -710,6 +746,10 @@ def auto_schedules(
         ridge: ``refined-ls``'s pull towards the Euler coefficients (:func:`refit_last_step`).
         progress: show a tqdm bar over the stages (teacher, each candidate's fit, scoring, refits),
             and each refinement's evaluations beneath it.
+        checkpoint: a journal file (:mod:`bossflow.search.auto_journal`), written after every stage:
+            a later call with the same model, noises, grid, budgets and options resumes from it and
+            returns what an uninterrupted call returns. One process only.
+        model_id: identifies the model in the journal; default a hash of its weights.
 
     Returns:
         ``{nfe: Schedule}`` with ``method="auto"``; ``family``; ``effort``; ``selected`` (the winning
@@ -738,7 +778,7 @@ def auto_schedules(
     plan = _check_options(noise, grid, nfes, cond=cond, provenance=provenance, family=family, candidates=candidates,
                           holdout=holdout, refit=refit, starts=starts, effort=effort, refine=refine,
                           continue_steps=continue_steps, olss=olss, ridge=ridge, progress=progress)
-    run = _solve_teacher(model, noise, plan)
+    run = _solve_teacher(model, noise, plan, checkpoint, model_id)
     _fit_candidates(run)
     scores, search_scores, selected = _select(run)
     chosen = _refit_winners(run, selected)

@@ -242,10 +242,6 @@ def run_demo(out_dir: str | os.PathLike, quick: bool = False, progress: bool = T
     started = time.perf_counter()
     plan = demo_plan(quick)
     notes = []
-    if importlib.util.find_spec("sklearn") is None:
-        plan = [p for p in plan if p.name != "digits"]
-        notes.append("The digits teacher was skipped: its data needs scikit-learn (`pip install scikit-learn`).")
-        logger.warning(notes[-1])
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)

@@ -30,7 +30,7 @@ def add_arguments(d: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..evaluation.demo import format_summary, run_demo
+    from ..evaluation.demo import DISTANCE_BOLD, format_summary, run_demo
 
     report = run_demo(args.out, quick=args.quick, progress=not args.quiet)
     models = ", ".join(report["floors"])
@@ -39,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
     print(format_summary(report, "rmse"))
     print("\ndistance to data (W2 for the mixtures, digits Fréchet distance for digits):\n")
     print(format_summary(report, "distance"))
+    print(f"\n{DISTANCE_BOLD}")
     figures = f" and {len(report['figures'])} figures" if report["figures"] else ""
     print(f"\nwrote {args.out}/report.md, report.json, report.csv{figures}")
     return 0

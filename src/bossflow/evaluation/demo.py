@@ -28,7 +28,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from ..core._io import write_atomic, write_json_atomic
 from ..core.errors import BossflowError
@@ -297,20 +297,53 @@ METRICS = {
 }
 
 
-def _table(rows: list[dict], model: str, metric: str) -> list[str]:
+DISTANCE_BOLD = ("Bold: the best of a column, only where it beats every other method by more than the reference "
+                 "solver's own distance to data (the floor, the sampling noise of the measure); closer values are ties.")
+"""How distances to data (W2, MMD², FD) are bolded, said under their tables."""
+
+
+def bold_best(values: Sequence[float | None], floor: float | None = None) -> set[int]:
+    """Which of one column's values to print in bold: the least, where it is a win.
+
+    Without a floor (``None`` or 0, e.g. endpoint RMSE against the reference) every value equal
+    to the least is bold. With a floor (the reference solver's own distance to data, the size of
+    the sampling noise of W2, MMD² or the Fréchet distance) the least is bold only when it beats
+    every other value by more than the floor; differences within the floor are ties, not wins.
+
+    >>> sorted(bold_best([0.3, 0.1, None, 0.1]))
+    [1, 3]
+    >>> sorted(bold_best([0.05, 0.07, 0.4], floor=0.06)), sorted(bold_best([0.05, 0.2, 0.4], floor=0.06))
+    ([], [0])
+    """
+    present = [(v, i) for i, v in enumerate(values) if v is not None]
+    if not present:
+        return set()
+    best = min(v for v, _ in present)
+    if not floor or floor <= 0:
+        return {i for v, i in present if v == best}
+    winners = [i for v, i in present if v == best]
+    if len(winners) > 1 or any(v - best <= floor for v, i in present if i != winners[0]):
+        return set()
+    return {winners[0]}
+
+
+def _cells(values: Sequence[float | None], floor: float | None, spec: str) -> list[str]:
+    bold = bold_best(values, floor)
+    return ["–" if v is None else (f"**{v:{spec}}**" if i in bold else f"{v:{spec}}") for i, v in enumerate(values)]
+
+
+def _table(rows: list[dict], model: str, metric: str, floor: float | None = None) -> list[str]:
     mine = [r for r in rows if r["model"] == model and r.get(metric) is not None]
     methods = list(dict.fromkeys(r["method"] for r in mine))
     cell = {(r["method"], r["nfe"]): r[metric] for r in mine}
     lines = ["| NFE | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
     for k in sorted({r["nfe"] for r in mine}):
-        values = [cell.get((m, k)) for m in methods]
-        best = min(v for v in values if v is not None)
-        lines.append(f"| {k} | " + " | ".join("–" if v is None else (f"**{v:.4g}**" if v == best else f"{v:.4g}") for v in values) + " |")
+        lines.append(f"| {k} | " + " | ".join(_cells([cell.get((m, k)) for m in methods], floor, ".4g")) + " |")
     return lines
 
 
 def format_summary(report: dict, metric: str = "rmse", nfes: tuple[int, ...] = SUMMARY_NFES) -> str:
-    """One Markdown table over all models: methods as rows, (model, NFE) as columns, best per column in bold.
+    """One Markdown table over all models: methods as rows, (model, NFE) as columns, wins in bold (:func:`bold_best`).
 
     ``metric="distance"`` shows W2 for the mixtures and the digits Fréchet distance where it exists.
     """
@@ -329,17 +362,13 @@ def format_summary(report: dict, metric: str = "rmse", nfes: tuple[int, ...] = S
         return f"{m} K={k}" if metric != "distance" else f"{m} {'FD' if key_for(m) == 'fd' else 'W2'} K={k}"
 
     head = "| method | " + " | ".join(title(m, k) for m, k in columns) + " |"
+    floors = report.get("floors", {})
+    columns_cells = [_cells([value.get((m, meth, k)) for meth in methods],
+                            None if key_for(m) == "rmse" else floors.get(m, {}).get(key_for(m)), ".3g")
+                     for m, k in columns]
     lines = [head, "|---|" + "---|" * len(columns)]
-    best = {}
-    for m, k in columns:
-        vals = [value[(m, meth, k)] for meth in methods if value.get((m, meth, k)) is not None]
-        best[(m, k)] = min(vals) if vals else None
-    for meth in methods:
-        cells = []
-        for m, k in columns:
-            v = value.get((m, meth, k))
-            cells.append("–" if v is None else (f"**{v:.3g}**" if v == best[(m, k)] else f"{v:.3g}"))
-        lines.append(f"| {meth} | " + " | ".join(cells) + " |")
+    for j, meth in enumerate(methods):
+        lines.append(f"| {meth} | " + " | ".join(col[j] for col in columns_cells) + " |")
     return "\n".join(lines)
 
 
@@ -380,6 +409,8 @@ def format_report(report: dict) -> str:
         "",
         "## Summary: distance to data (W2 for the mixtures, digits Fréchet distance for digits)",
         "",
+        f"*{DISTANCE_BOLD}*",
+        "",
         format_summary(report, "distance"),
         "",
     ]
@@ -392,7 +423,7 @@ def format_report(report: dict) -> str:
                   + ", ".join(f"{k} {floor[k]:.4g}" for k in ("w2", "mmd2", "fd") if floor.get(k) is not None) + ".", ""]
         for metric, title in METRICS.items():
             if any(r["model"] == model and r.get(metric) is not None for r in rows):
-                lines += [f"### {model}: {title}", "", *_table(rows, model, metric), ""]
+                lines += [f"### {model}: {title}", "", *_table(rows, model, metric, None if metric == "rmse" else floor.get(metric)), ""]
                 if metric == "w2" and info.get("digits_fd"):
                     lines += [("W2 in pixel space rewards blurred samples (they sit near the data mean); read the "
                                "Fréchet distance below for sample quality."), ""]

@@ -36,3 +36,16 @@ def test_summary_and_tables_do_not_bold_values_within_the_floor():
     assert "0.05" in w2_table and "**" not in w2_table
     win = _report({"uniform": 0.5, "bellman": 0.06}, floor=0.07)
     assert "**0.06**" in format_summary(win, "distance") and "**0.5**" not in format_summary(win, "distance")
+
+
+def test_every_method_has_its_own_colour_and_marker():
+    from bossflow.evaluation.figures import method_style
+    from bossflow.search import SEARCHES
+
+    names = [*SEARCHES, demo.STRAIGHTENED]
+    styles = {m: method_style(m) for m in names}
+    assert len({s["color"] for s in styles.values()}) == len(names)
+    assert len({s["marker"] for s in styles.values()}) == len(names)
+    assert styles["uniform"]["color"] != styles["auto"]["color"] and styles["uniform"]["marker"] != styles["auto"]["marker"]
+    assert all(s["color"] not in ("black", "#000000") for s in styles.values())  # black: the reference solver
+    assert method_style("my-search") == method_style("my-search")

@@ -258,3 +258,30 @@ def test_every_output_is_checked_before_any_work(tmp_path, capsys, argv, option)
     assert err.startswith(f"bossflow: error: {option} ") and len(err.strip().splitlines()) == 1
     assert time.perf_counter() - started < 5  # refused before loading or searching anything
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # nothing created on the way
+
+
+def test_times_print_with_enough_digits():
+    from bossflow.cli._args import format_times
+
+    assert format_times([0.0, 0.25, 1.0]) == "0.0000 0.2500 1.0000"
+    assert format_times([0.0, 0.5, 0.99999]) == "0.0000 0.5000 0.99999"
+    assert format_times([1e-6, 0.30001, 0.30004, 1.0]) == "0.000001 0.30001 0.30004 1.0000"
+    for t in (0.99999, 1 - 1e-9, 1 - 2 ** -52, 1e-12):
+        assert float(format_times([t])) == t or float(format_times([t])) not in (0.0, 1.0)
+
+
+def test_schedule_table_number_column(capsys):
+    from bossflow.cli.schedule import print_schedules
+
+    auto = {k: bf.Schedule(np.linspace(0, 1, k + 1), method="refined-ls", selected="refined-ls",
+                           holdout_rmse={"uniform": 0.5, "refined-ls": 0.01 * k}) for k in (2, 4)}
+    print_schedules(auto)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["NFE", "held-out", "RMSE", "times"]
+    assert lines[1].split()[:2] == ["2", "2.0000e-02"] and lines[2].split()[:2] == ["4", "4.0000e-02"]
+    print_schedules({2: bf.Schedule([0.0, 0.5, 1.0], method="uniform")})
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["NFE", "times"] and lines[1].split() == ["2", "0.0000", "0.5000", "1.0000"]
+    print_schedules({2: bf.Schedule([0.0, 0.5, 1.0], cost=0.25), 3: bf.Schedule([0.0, 0.3, 0.6, 1.0])})
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["NFE", "cost", "times"] and lines[1].split()[1] == "2.5000e-01" and lines[2].split()[1] == "-"

@@ -82,18 +82,25 @@ def test_figure_inputs_are_checked(tmp_path):
 
 
 def test_demo_without_matplotlib_or_scikit_learn(monkeypatch, tmp_path):
+    """Without matplotlib the numbers are still written; without scikit-learn the digits still run (shipped data)."""
     import importlib.util
 
     from bossflow import demo as demo_module
+    from bossflow.data import digits
 
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name in ("matplotlib", "sklearn") else real_find_spec(name, *a))
+                        lambda name, *a: None if name == "matplotlib" else real_find_spec(name, *a))
+    for name in [m for m in sys.modules if m == "sklearn" or m.startswith("sklearn.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "sklearn", None)
+    digits._arrays.cache_clear()
     tiny = [demo_module.DemoModel("gmm-2d", ("uniform", "bellman"), (2,), grid_steps=8, search_samples=8, eval_samples=20),
             demo_module.DemoModel("digits", ("uniform",), (2,), grid_steps=4, search_samples=4, eval_samples=4)]
     monkeypatch.setattr(demo_module, "demo_plan", lambda quick=False: tiny)
     report = demo_module.run_demo(tmp_path, progress=False)
-    assert report["figures"] == [] and {r["model"] for r in report["rows"]} == {"gmm-2d"}
+    assert report["figures"] == [] and {r["model"] for r in report["rows"]} == {"gmm-2d", "digits"}
+    assert any(r["fd"] is not None for r in report["rows"] if r["model"] == "digits")
     md = (tmp_path / "report.md").read_text()
-    assert "pip install matplotlib" in md and "pip install scikit-learn" in md
+    assert "pip install matplotlib" in md and "pip install scikit-learn" not in md
     assert not list(tmp_path.glob("*.png"))

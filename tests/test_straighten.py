@@ -445,7 +445,6 @@ def test_straighten_help_has_examples(capsys):
 
 
 def test_shipped_straightened_digits_beats_its_teacher_along_its_schedules():
-    pytest.importorskip("sklearn")
     from bossflow.checkpoints import shipped_model_dir as shipped
 
     teacher, _ = load_model_dir(shipped("digits"))

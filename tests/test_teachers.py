@@ -53,21 +53,36 @@ def test_eight_gaussians_is_the_gmm_2d_mixture():
 
 
 def test_digits_data_shape_and_range():
-    pytest.importorskip("sklearn")
     from bossflow.data import load_digits
 
     images, labels = load_digits(return_labels=True)
     assert images.shape == (1797, 1, 8, 8) and images.dtype == torch.float32
     assert images.min() == -1 and images.max() == 1
-    assert labels.shape == (1797,) and set(labels.tolist()) == set(range(10))
+    assert labels.shape == (1797,) and labels.dtype == torch.int64 and set(labels.tolist()) == set(range(10))
+    assert load_digits(dtype=torch.float64).dtype == torch.float64
 
 
-def test_digits_without_sklearn_says_what_to_install(monkeypatch):
+def test_shipped_digits_are_scikit_learns():
+    datasets = pytest.importorskip("sklearn.datasets")
     from bossflow.data import load_digits
 
-    monkeypatch.setitem(sys.modules, "sklearn.datasets", None)
-    with pytest.raises(BossflowError, match="pip install scikit-learn"):
-        load_digits()
+    bunch = datasets.load_digits()
+    images, labels = load_digits(dtype=torch.float64, return_labels=True)
+    assert torch.equal(images.reshape(1797, 64) * 8 + 8, torch.as_tensor(bunch.data, dtype=torch.float64))
+    assert torch.equal(labels, torch.as_tensor(bunch.target, dtype=torch.int64))
+
+
+def test_digits_need_no_scikit_learn(monkeypatch):
+    from bossflow.data import digits
+
+    for name in [m for m in sys.modules if m == "sklearn" or m.startswith("sklearn.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "sklearn", None)
+    digits._arrays.cache_clear()
+    images, labels = digits.load_digits(return_labels=True)
+    assert images.shape == (1797, 1, 8, 8) and labels.shape == (1797,)
+    images[0] = 0  # fresh tensors: the cached arrays are not changed
+    assert digits.load_digits()[0].min() == -1
 
 
 # --- model directories --------------------------------------------------------------------
@@ -337,7 +352,6 @@ def test_cmd_teacher_end_to_end(tmp_path, capsys, monkeypatch):
 
 
 def test_cmd_teacher_digits_tiny(tmp_path, capsys):
-    pytest.importorskip("sklearn")
     out = tmp_path / "digits"
     args = _parser().parse_args(["teacher", "digits", "--out", str(out), "--steps", "2", "--quiet"])
     assert cmd_teacher(args) == 0

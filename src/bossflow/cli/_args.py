@@ -84,5 +84,28 @@ def shape_of(values: Sequence[int] | None) -> tuple[int, ...] | None:
     return tuple(values) if values else None
 
 
+def format_time(t: float, others: Sequence[float] = (), decimals: int = 4) -> str:
+    """``t`` with ``decimals`` decimals, or more where fewer would print a value that is not exactly 0 or 1
+    as ``0.0000`` or ``1.0000``, or print it like a different value of ``others``.
+
+    >>> format_time(0.5), format_time(0.99999), format_time(1.0), format_time(1 - 2 ** -52), format_time(3e-7)
+    ('0.5000', '0.99999', '1.0000', '0.9999999999999998', '0.0000003')
+    >>> format_time(0.50001, others=[0.50004])
+    '0.50001'
+    """
+    t = float(t)
+    for d in range(decimals, 18):
+        text = f"{t:.{d}f}"
+        value = float(text)
+        if value in (0.0, 1.0) and t != value:
+            continue
+        if any(float(o) != t and f"{float(o):.{d}f}" == text for o in others):
+            continue
+        return text
+    return repr(t)
+
+
 def format_times(times: Sequence[float]) -> str:
-    return " ".join(f"{t:.4f}" for t in times)
+    """Times, 4 decimals each, more where needed (:func:`format_time`): never ``1.0000`` for 0.99999."""
+    values = [float(t) for t in times]
+    return " ".join(format_time(t, values) for t in values)

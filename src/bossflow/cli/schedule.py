@@ -236,15 +236,29 @@ def _spent(target: _Target, provenance: dict) -> dict:
     return {**provenance, "transformer_calls": calls} if calls is not None else provenance
 
 
+def _score_column(schedules: dict[int, Any]) -> tuple[str, dict[int, float | None]] | None:
+    """The number column of :func:`print_schedules`: each search's own ``cost``, or for ``auto`` (no cost) the
+    held-out RMSE of the candidate it chose; ``None`` when no schedule has either."""
+    if any(s.meta.get("cost") is not None for s in schedules.values()):
+        return "cost", {k: s.meta.get("cost") for k, s in schedules.items()}
+    held = {k: s.meta.get("holdout_rmse", {}).get(s.meta.get("selected")) for k, s in schedules.items()}
+    if any(v is not None for v in held.values()):
+        return "held-out RMSE", held
+    return None
+
+
 def print_schedules(schedules: dict[int, Any]) -> None:
-    """One line per budget: cost, step times, evaluation times and what ``auto`` chose; then what auto spent."""
-    print(f"{'NFE':>4}  {'cost':>11}  times")
+    """One line per budget: cost (``auto``: the winner's held-out RMSE), step times, evaluation times and what
+    ``auto`` chose; then what auto spent. Families and searches without a score print no number column."""
+    column = _score_column(schedules)
+    width = max(11, len(column[0])) if column else 0
+    print(f"{'NFE':>4}  " + (f"{column[0]:>{width}}  " if column else "") + "times")
     for k, sched in schedules.items():
-        cost = sched.meta.get("cost")
-        cost_text = f"{cost:11.4e}" if cost is not None else f"{'-':>11}"
+        value = column[1].get(k) if column else None
+        number = "" if column is None else (f"{value:{width}.4e}  " if value is not None else f"{'-':>{width}}  ")
         evals = "" if sched.eval_times is None else f"  (evaluated at {format_times(sched.eval_times)})"
         chose = f"  [{sched.meta['selected']}]" if "selected" in sched.meta else ""
-        print(f"{k:>4}  {cost_text}  {format_times(sched.times)}{evals}{chose}")
+        print(f"{k:>4}  {number}{format_times(sched.times)}{evals}{chose}")
     spent = next(iter(schedules.values())).meta
     if "fine_trajectories" in spent:
         print(f"auto spent {spent['fine_trajectories']:.1f} fine trajectories ({spent['model_rows']:,} model rows)")

@@ -1,4 +1,5 @@
-"""Built-in data sets for training teachers: scikit-learn's 8×8 digits and the 2-D eight Gaussians.
+"""Built-in data sets for training teachers: scikit-learn's 8×8 digits (shipped in the
+package) and the 2-D eight Gaussians.
 
 Every sampler takes an explicit ``torch.Generator``; nothing reads global random state.
 """

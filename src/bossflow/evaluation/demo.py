@@ -28,7 +28,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from ..core._io import write_atomic, write_json_atomic
 from ..core.errors import BossflowError
@@ -61,6 +61,8 @@ class DemoModel:
         options: per-method keyword options for the search.
         students: shipped straightened models of this teacher, scored along the schedules they
             were straightened for (their ``schedules.json``) against the teacher's reference.
+        seconds: expected seconds of each stage (``"reference"``, a method, a student) on one CPU
+            thread: the progress bar's weights, so that its ETA holds across stages (1 s where missing).
     """
 
     name: str
@@ -72,6 +74,7 @@ class DemoModel:
     reference_tol: float | None = None
     options: dict = field(default_factory=dict)
     students: tuple[str, ...] = ()
+    seconds: dict = field(default_factory=dict)
 
 
 def demo_plan(quick: bool = False) -> list[DemoModel]:
@@ -94,37 +97,43 @@ def demo_plan(quick: bool = False) -> list[DemoModel]:
         digits = DemoModel("digits", ("uniform", "bellman", "global-dp", "olss"), (2, 4, 6), grid_steps=20, search_samples=16,
                            eval_samples=100, reference_tol=1e-3, students=("digits-boss",))
         return mixtures + [digits]
-    mixtures = [DemoModel(m, every, tuple(range(2, 11)), options={"refined": {"screen_steps": 25, "steps": 150}})
+    # stage seconds measured on one thread of a 2-core machine (the other core busy); 1 s where left out
+    seconds = {"gmm-2d": {"evolution": 2.1, "refined": 8.5, "auto": 3.9},
+               "gmm-64d": {"global-dp": 3.6, "evolution": 3.3, "refined": 11.9, "auto": 4.2}}
+    mixtures = [DemoModel(m, every, tuple(range(2, 11)), options={"refined": {"screen_steps": 25, "steps": 150}},
+                          seconds=seconds[m])
                 for m in ("gmm-2d", "gmm-64d")]
     digits = DemoModel(
         "digits", ("uniform", "edm", "shift", "bellman", "global-dp", "olss", "auto"), (2, 4, 6, 8, 10),
         grid_steps=100, search_samples=64, eval_samples=500, reference_tol=1e-4,
         options={"auto": {"refine": {"screen_steps": 8, "steps": 20}, "continue_steps": 30}},
         students=("digits-boss",),
+        seconds={"reference": 2.6, "uniform": 1.7, "edm": 1.6, "shift": 1.6, "bellman": 2.5, "global-dp": 5.9,
+                 "olss": 2.4, "auto": 21.9},
     )
     return mixtures + [digits]
 
 
-def _run_model(plan: DemoModel, seed: int, tmp: Path, step: Callable[[str], None]) -> dict[str, Any]:
-    """Search and score one model; returns its rows, floor, evaluation info and what the figures need."""
+def _run_model(plan: DemoModel, loaded: Any, seed: int, tmp: Path, stage: Callable[[str], None]) -> dict[str, Any]:
+    """Search and score one model (``loaded``: its :func:`~bossflow.models.loading.load_model` result); returns its
+    rows, floor, evaluation info and what the figures need. ``stage(label)`` is called as each stage of
+    :func:`demo_stages` starts."""
     from ..core.velocity import model_dtype
     from ..core.cost import load_cost_matrix
     from .evaluate import ScheduleEvaluator
-    from ..models.loading import load_model
     from ..core.noise import gaussian_noise
     from ..core.schedules import base_grid, uniform_schedule
     from ..search import SEARCHES
     from ..core.solvers import NFECounter, euler
 
-    loaded = load_model(plan.name)
     model, shape = loaded.model, loaded.sample_shape
     grid = base_grid("uniform", plan.grid_steps)
     nfes = sorted(set(plan.nfes))
+    stage(f"{plan.name}: reference")
     search_noise = gaussian_noise(plan.search_samples, shape, seed=seed, dtype=model_dtype(model))
     evaluator = ScheduleEvaluator(model, shape, model_id=plan.name, samples=plan.eval_samples, seed=seed + 1,
                                   batch_size=plan.eval_samples, reference_tol=plan.reference_tol)
     ref = asdict(evaluator.reference_row())
-    step(f"{plan.name}: reference")
     is_2d, is_image = tuple(shape) == (2,), len(shape) == 3
     out: dict[str, Any] = {"rows": [], "info": evaluator.info(), "scatter": {}, "grids": {}, "cost": None,
                            "floor": {k: ref[k] for k in ("rmse", "w2", "mmd2", "fd", "nfe_spent")}}
@@ -135,6 +144,7 @@ def _run_model(plan: DemoModel, seed: int, tmp: Path, step: Callable[[str], None
         noise = evaluator.noise[:GRID_DIGITS]
         out["teacher"] = euler(model, noise, uniform_schedule(TEACHER_STEPS)).numpy()
     for method in plan.methods:
+        stage(f"{plan.name}: {method}")
         options = dict(plan.options.get(method, {}))
         if method == "bellman":  # keep the cost matrix for the heat map
             options.update(checkpoint=tmp / f"cost-{plan.name}.npz", model_id=plan.name)
@@ -155,10 +165,9 @@ def _run_model(plan: DemoModel, seed: int, tmp: Path, step: Callable[[str], None
             drawn = [k for k in PATH_NFES if k in nfes] or nfes[:4]
             out["cost"] = (load_cost_matrix(tmp / f"cost-{plan.name}.npz")[0],
                            {k: schedules[k].meta["indices"] for k in drawn})
-        step(f"{plan.name}: {method}")
     for name in plan.students:
+        stage(f"{plan.name}: {name}")
         _score_student(name, evaluator, out, is_image)
-        step(f"{plan.name}: {name}")
     return out
 
 
@@ -183,16 +192,17 @@ def _score_student(name: str, evaluator: Any, out: dict[str, Any], is_image: boo
             out["grids"].setdefault(STRAIGHTENED, {})[k] = samples[:GRID_DIGITS].numpy()
 
 
-def _figures(results: dict[str, dict], report: dict, out: Path, step: Callable[[str], None], dpi: int) -> list[str]:
+def _figures(results: dict[str, dict], report: dict, out: Path, stage: Callable[[str], None], dpi: int) -> list[str]:
+    """Draw the figures (:func:`planned_figures`, in that order), calling ``stage`` as each starts; their names."""
     from . import figures
 
     rows = report["rows"]
     written = []
 
     def save(name: str, draw: Callable[..., Any]) -> None:
+        stage(f"figure {name}")
         draw(out / name, dpi)
         written.append(name)
-        step(f"figure {name}")
 
     for model in results:
         nfes = sorted({r["nfe"] for r in rows if r["model"] == model})
@@ -223,63 +233,131 @@ def _figures(results: dict[str, dict], report: dict, out: Path, step: Callable[[
     return written
 
 
-def _n_figures(results: dict[str, dict]) -> int:
-    """How many figures :func:`_figures` draws for these results."""
-    n = len(results) + 1 + any(r["cost"] is not None for r in results.values())
-    return n + sum(len(r["scatter"]) + bool(r["grids"]) for r in results.values())
+def _student_nfes(name: str) -> list[int]:
+    from ..core.schedules import load_schedules
+    from ..models.model_dir import shipped_model_dir
+
+    return sorted(load_schedules(shipped_model_dir(name) / "schedules.json"))
 
 
-def run_demo(out_dir: str | os.PathLike, quick: bool = False, progress: bool = True, seed: int = 0) -> dict:
+def planned_figures(plan: list[DemoModel], shapes: dict[str, tuple[int, ...]]) -> list[str]:
+    """The figures :func:`run_demo` draws for ``plan`` (``shapes``: each model's sample shape), in order."""
+    names = [f"schedules-{p.name}.png" for p in plan] + ["error-vs-nfe.png"]
+    if any("bellman" in p.methods for p in plan):
+        names.append("cost-matrices.png")
+    for p in plan:
+        shape, nfes = tuple(shapes[p.name]), set(p.nfes)
+        if shape == (2,) and p.methods:
+            names += [f"scatter-{p.name}-nfe{k}.png" for k in sorted(nfes & set(SCATTER_NFES))]
+        if len(shape) == 3 and ((p.methods and nfes & set(GRID_NFES))
+                                or any(set(_student_nfes(s)) & set(GRID_NFES) for s in p.students)):
+            names.append(f"samples-{p.name}.png")
+    return names
+
+
+def demo_stages(plan: list[DemoModel], shapes: dict[str, tuple[int, ...]], figures: bool = True) -> list[tuple[str, int]]:
+    """Every stage of :func:`run_demo` in order, as ``(label, weight)``: the progress bar's plan, fixed before the run.
+
+    A model's stages are ``"MODEL: reference"``, one per method and one per student; then, with ``figures``,
+    ``"figure NAME"`` per :func:`planned_figures`. A weight is the stage's expected tenths of a second
+    (:attr:`DemoModel.seconds`; 1 s where missing, 0.5 s per figure), at least 1.
+    """
+    stages = []
+    for p in plan:
+        for name in ("reference", *p.methods, *p.students):
+            stages.append((f"{p.name}: {name}", max(1, round(10 * p.seconds.get(name, 1.0)))))
+    if figures:
+        stages += [(f"figure {name}", 5) for name in planned_figures(plan, shapes)]
+    return stages
+
+
+class _Progress:
+    """The demo's one progress bar over :func:`demo_stages`: it names the stage running and advances by each
+    finished stage's weight, so its total never changes and its ETA weighs long stages as long."""
+
+    def __init__(self, stages: list[tuple[str, int]], enabled: bool) -> None:
+        from tqdm.auto import tqdm
+
+        self.weights = dict(stages)
+        self.labels: list[str] = []
+        self.bar = tqdm(total=sum(self.weights.values()), desc="demo", disable=not enabled,
+                        bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}] {postfix}")
+
+    def __call__(self, label: str) -> None:
+        """``label`` starts: the previous stage is done."""
+        if label not in self.weights:
+            raise BossflowError(f"internal: the demo's stage {label!r} is not in its plan.")
+        self._finish()
+        self.labels.append(label)
+        self.bar.set_postfix_str(label)
+
+    def _finish(self) -> None:
+        if self.labels:
+            self.bar.update(self.weights[self.labels[-1]])
+
+    def close(self) -> None:
+        self._finish()
+        self.bar.set_postfix_str("done")
+        self.bar.close()
+
+
+def run_demo(out_dir: str | os.PathLike, quick: bool = False, progress: bool = True, seed: int = 0,
+             threads: int | None = 1) -> dict:
     """Run the demo and write ``report.md``, ``report.json``, ``report.csv`` and the figures into ``out_dir``.
 
+    ``threads``: torch CPU threads for the run (restored afterwards; ``None``: leave torch's setting). One is
+    the default: the demo's models are small, and on 2 cores one thread ran its searches 2 to 3 times faster
+    than two, idle or beside other jobs. ``progress`` shows one bar over :func:`demo_stages`.
+
     Returns:
-        The report: ``{"plan", "seed", "info", "rows", "floors", "notes", "figures", "seconds"}``; every row has
+        The report: ``{"plan", "seed", "threads", "info", "rows", "floors", "notes", "figures", "seconds"}``; every row has
         ``model, method, nfe, rmse, w2, w2_kind, mmd2, fd, nfe_spent, sample_seconds,
         search_seconds, search_model_rows, times, eval_times``.
     """
-    from tqdm.auto import tqdm
+    import torch
 
+    from ..models.loading import load_model
+
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise BossflowError(f"threads must be a positive integer or None, got {threads!r}.")
     started = time.perf_counter()
     plan = demo_plan(quick)
     notes = []
-    if importlib.util.find_spec("sklearn") is None:
-        plan = [p for p in plan if p.name != "digits"]
-        notes.append("The digits teacher was skipped: its data needs scikit-learn (`pip install scikit-learn`).")
-        logger.warning(notes[-1])
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise BossflowError(f"cannot create the output folder {out}: {exc.strerror or exc}.") from None
     have_plots = importlib.util.find_spec("matplotlib") is not None
-    bar = tqdm(total=sum(1 + len(p.methods) + len(p.students) for p in plan), desc="demo", unit="stage",
-               disable=not progress)
-
-    def step(label: str) -> None:
-        bar.set_postfix_str(label)
-        bar.update(1)
-
-    results: dict[str, dict] = {}
-    with tempfile.TemporaryDirectory(prefix="bossflow-demo-") as tmp:
-        for p in plan:
-            results[p.name] = _run_model(p, seed, Path(tmp), step)
-    report: dict[str, Any] = {
-        "plan": [asdict(p) for p in plan],
-        "seed": seed,
-        "info": {m: r["info"] for m, r in results.items()},
-        "rows": [row for r in results.values() for row in r["rows"]],
-        "floors": {m: r["floor"] for m, r in results.items()},
-        "notes": notes,
-        "figures": [],
-    }
-    if have_plots:
-        bar.total += _n_figures(results)
-        bar.refresh()
-        report["figures"] = _figures(results, report, out, step, dpi=60 if quick else 110)
-    else:
-        notes.append("No figures: matplotlib is not installed (`pip install matplotlib`).")
-        logger.warning(notes[-1])
-    bar.close()
+    previous_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        loaded = {p.name: load_model(p.name) for p in plan}
+        shapes = {name: tuple(m.sample_shape) for name, m in loaded.items()}
+        stage = _Progress(demo_stages(plan, shapes, figures=have_plots), enabled=progress)
+        results: dict[str, dict] = {}
+        with tempfile.TemporaryDirectory(prefix="bossflow-demo-") as tmp:
+            for p in plan:
+                results[p.name] = _run_model(p, loaded[p.name], seed, Path(tmp), stage)
+        report: dict[str, Any] = {
+            "plan": [asdict(p) for p in plan],
+            "seed": seed,
+            "threads": torch.get_num_threads(),
+            "info": {m: r["info"] for m, r in results.items()},
+            "rows": [row for r in results.values() for row in r["rows"]],
+            "floors": {m: r["floor"] for m, r in results.items()},
+            "notes": notes,
+            "figures": [],
+        }
+        if have_plots:
+            report["figures"] = _figures(results, report, out, stage, dpi=60 if quick else 110)
+        else:
+            notes.append("No figures: matplotlib is not installed (`pip install matplotlib`).")
+            logger.warning(notes[-1])
+        stage.close()
+    finally:
+        torch.set_num_threads(previous_threads)
     report["seconds"] = round(time.perf_counter() - started, 1)
     write_json_atomic(out / "report.json", report)
     from .evaluate import rows_to_csv
@@ -301,20 +379,53 @@ METRICS = {
 }
 
 
-def _table(rows: list[dict], model: str, metric: str) -> list[str]:
+DISTANCE_BOLD = ("Bold: the best of a column, only where it beats every other method by more than the reference "
+                 "solver's own distance to data (the floor, the sampling noise of the measure); closer values are ties.")
+"""How distances to data (W2, MMD², FD) are bolded, said under their tables."""
+
+
+def bold_best(values: Sequence[float | None], floor: float | None = None) -> set[int]:
+    """Which of one column's values to print in bold: the least, where it is a win.
+
+    Without a floor (``None`` or 0, e.g. endpoint RMSE against the reference) every value equal
+    to the least is bold. With a floor (the reference solver's own distance to data, the size of
+    the sampling noise of W2, MMD² or the Fréchet distance) the least is bold only when it beats
+    every other value by more than the floor; differences within the floor are ties, not wins.
+
+    >>> sorted(bold_best([0.3, 0.1, None, 0.1]))
+    [1, 3]
+    >>> sorted(bold_best([0.05, 0.07, 0.4], floor=0.06)), sorted(bold_best([0.05, 0.2, 0.4], floor=0.06))
+    ([], [0])
+    """
+    present = [(v, i) for i, v in enumerate(values) if v is not None]
+    if not present:
+        return set()
+    best = min(v for v, _ in present)
+    if not floor or floor <= 0:
+        return {i for v, i in present if v == best}
+    winners = [i for v, i in present if v == best]
+    if len(winners) > 1 or any(v - best <= floor for v, i in present if i != winners[0]):
+        return set()
+    return {winners[0]}
+
+
+def _cells(values: Sequence[float | None], floor: float | None, spec: str) -> list[str]:
+    bold = bold_best(values, floor)
+    return ["–" if v is None else (f"**{v:{spec}}**" if i in bold else f"{v:{spec}}") for i, v in enumerate(values)]
+
+
+def _table(rows: list[dict], model: str, metric: str, floor: float | None = None) -> list[str]:
     mine = [r for r in rows if r["model"] == model and r.get(metric) is not None]
     methods = list(dict.fromkeys(r["method"] for r in mine))
     cell = {(r["method"], r["nfe"]): r[metric] for r in mine}
     lines = ["| NFE | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
     for k in sorted({r["nfe"] for r in mine}):
-        values = [cell.get((m, k)) for m in methods]
-        best = min(v for v in values if v is not None)
-        lines.append(f"| {k} | " + " | ".join("–" if v is None else (f"**{v:.4g}**" if v == best else f"{v:.4g}") for v in values) + " |")
+        lines.append(f"| {k} | " + " | ".join(_cells([cell.get((m, k)) for m in methods], floor, ".4g")) + " |")
     return lines
 
 
 def format_summary(report: dict, metric: str = "rmse", nfes: tuple[int, ...] = SUMMARY_NFES) -> str:
-    """One Markdown table over all models: methods as rows, (model, NFE) as columns, best per column in bold.
+    """One Markdown table over all models: methods as rows, (model, NFE) as columns, wins in bold (:func:`bold_best`).
 
     ``metric="distance"`` shows W2 for the mixtures and the digits Fréchet distance where it exists.
     """
@@ -333,17 +444,13 @@ def format_summary(report: dict, metric: str = "rmse", nfes: tuple[int, ...] = S
         return f"{m} K={k}" if metric != "distance" else f"{m} {'FD' if key_for(m) == 'fd' else 'W2'} K={k}"
 
     head = "| method | " + " | ".join(title(m, k) for m, k in columns) + " |"
+    floors = report.get("floors", {})
+    columns_cells = [_cells([value.get((m, meth, k)) for meth in methods],
+                            None if key_for(m) == "rmse" else floors.get(m, {}).get(key_for(m)), ".3g")
+                     for m, k in columns]
     lines = [head, "|---|" + "---|" * len(columns)]
-    best = {}
-    for m, k in columns:
-        vals = [value[(m, meth, k)] for meth in methods if value.get((m, meth, k)) is not None]
-        best[(m, k)] = min(vals) if vals else None
-    for meth in methods:
-        cells = []
-        for m, k in columns:
-            v = value.get((m, meth, k))
-            cells.append("–" if v is None else (f"**{v:.3g}**" if v == best[(m, k)] else f"{v:.3g}"))
-        lines.append(f"| {meth} | " + " | ".join(cells) + " |")
+    for j, meth in enumerate(methods):
+        lines.append(f"| {meth} | " + " | ".join(col[j] for col in columns_cells) + " |")
     return "\n".join(lines)
 
 
@@ -384,6 +491,8 @@ def format_report(report: dict) -> str:
         "",
         "## Summary: distance to data (W2 for the mixtures, digits Fréchet distance for digits)",
         "",
+        f"*{DISTANCE_BOLD}*",
+        "",
         format_summary(report, "distance"),
         "",
     ]
@@ -396,7 +505,7 @@ def format_report(report: dict) -> str:
                   + ", ".join(f"{k} {floor[k]:.4g}" for k in ("w2", "mmd2", "fd") if floor.get(k) is not None) + ".", ""]
         for metric, title in METRICS.items():
             if any(r["model"] == model and r.get(metric) is not None for r in rows):
-                lines += [f"### {model}: {title}", "", *_table(rows, model, metric), ""]
+                lines += [f"### {model}: {title}", "", *_table(rows, model, metric, None if metric == "rmse" else floor.get(metric)), ""]
                 if metric == "w2" and info.get("digits_fd"):
                     lines += [("W2 in pixel space rewards blurred samples (they sit near the data mean); read the "
                                "Fréchet distance below for sample quality."), ""]

@@ -166,7 +166,7 @@ def data_for_model(spec: str, model: Callable[..., Tensor], shape: tuple[int, ..
         from ..data.digits import load_digits
 
         digits = load_digits(dtype=dtype)
-        return digits, f"the {digits.shape[0]:,} real digits (sklearn load_digits)", "digits"
+        return digits, f"the {digits.shape[0]:,} real digits (scikit-learn's load_digits, shipped)", "digits"
     if trained_on == "fashion-mnist" and tuple(shape) == (1, 28, 28):
         from .classifier import fashion_mnist_reference
 

@@ -32,13 +32,33 @@ def _pyplot() -> Any:
     return plt
 
 
-def method_style(method: str) -> dict[str, Any]:
-    """Colour and marker of a method: fixed for the registered searches, stable for any other name."""
-    from ..search import SEARCHES
+_FIXED_STYLES = {
+    # every registered search and the demo's extra rows: no two share a colour, none shares both colour and marker
+    "uniform": ("#1f77b4", "o"),
+    "edm": ("#ff7f0e", "s"),
+    "shift": ("#2ca02c", "^"),
+    "bellman": ("#d62728", "D"),
+    "global-dp": ("#9467bd", "v"),
+    "gits": ("#8c564b", "P"),
+    "ays": ("#e377c2", "X"),
+    "evolution": ("#7f7f7f", "*"),
+    "olss": ("#bcbd22", "<"),
+    "refined": ("#17becf", ">"),
+    "auto": ("#e6007e", "h"),
+    "BOSS-straightened": ("#b8860b", "p"),
+}
+"""Colour and marker of the registered searches (``auto``: raspberry hexagons) and the demo's straightened student."""
 
-    names = list(SEARCHES)
-    i = names.index(method) if method in names else sum(map(ord, method))
-    return {"color": _PALETTE[i % len(_PALETTE)], "marker": _MARKERS[i % len(_MARKERS)]}
+
+def method_style(method: str) -> dict[str, Any]:
+    """Colour and marker of a method: fixed for the registered searches (:data:`_FIXED_STYLES`), stable for any
+    other name."""
+    if method in _FIXED_STYLES:
+        color, marker = _FIXED_STYLES[method]
+    else:
+        i = sum(map(ord, method))
+        color, marker = _PALETTE[i % len(_PALETTE)], _MARKERS[(i // len(_PALETTE)) % len(_MARKERS)]
+    return {"color": color, "marker": marker}
 
 
 def _save(fig: Any, path: str | os.PathLike, dpi: int) -> Path:

@@ -88,20 +88,17 @@ def test_auto_journal_killed_then_rerun_gives_the_uninterrupted_schedules_and_co
         assert a["meta"]["model_rows"] == b["meta"]["model_rows"]  # nothing saved was computed again
 
 
-def test_straighten_killed_in_training_resumes_to_the_same_weights(tmp_path):
-    argv = ["straighten", "--model", "digits", "--schedule", "uniform", "--nfe", "2", "--samples", "256", "--steps", "80",
-            "--batch-size", "32", "--checkpoint-every", "10", "--threads", "1", "--quiet"]
-    _run([*argv, "--out", str(tmp_path / "whole")])
-    killed = tmp_path / "killed"
-    assert _kill_after([*argv, "--out", str(killed)], killed / "checkpoint.safetensors")
-    assert not (killed / "model.safetensors").exists()
-    _run([*argv, "--out", str(killed), "--resume"])
-    assert _same_weights(tmp_path / "whole", killed)
+TRAINING_RUNS = {
+    "straighten": ["straighten", "--model", "digits", "--schedule", "uniform", "--nfe", "2", "--samples", "256",
+                   "--steps", "80", "--batch-size", "32", "--checkpoint-every", "10", "--threads", "1", "--quiet"],
+    "teacher": ["teacher", "gmm-2d", "--steps", "300", "--batch-size", "256", "--checkpoint-every", "20", "--threads", "1",
+                "--quiet"],
+}
 
 
-def test_teacher_killed_in_training_resumes_to_the_same_weights(tmp_path):
-    argv = ["teacher", "gmm-2d", "--steps", "300", "--batch-size", "256", "--checkpoint-every", "20", "--threads", "1",
-            "--quiet"]
+@pytest.mark.parametrize("command", sorted(TRAINING_RUNS))
+def test_training_killed_after_a_checkpoint_resumes_to_the_same_weights(tmp_path, command):
+    argv = TRAINING_RUNS[command]
     _run([*argv, "--out", str(tmp_path / "whole")])
     killed = tmp_path / "killed"
     assert _kill_after([*argv, "--out", str(killed)], killed / "checkpoint.safetensors")

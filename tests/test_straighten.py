@@ -473,3 +473,23 @@ def test_lora_without_peft_names_the_extra(monkeypatch, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "pip install bossflow[lora]" in err
     assert not (tmp_path / "out" / "pairs").exists()  # refused before any pair was made
+
+
+def test_streamed_pairs_index_as_the_tensor_and_train_to_the_same_weights(tmp_path):
+    from bossflow.training.pairs import ShardedStates
+
+    teacher = bf.models.VelocityMLP(2, hidden=16)
+    schedules = [bf.Schedule([0.0, 0.4, 1.0])]
+    common = dict(samples=40, grid_steps=10, shard_size=16, cache_dir=tmp_path / "pairs", storage_dtype=torch.float16,
+                  progress=False)
+    held = teacher_pairs(teacher, schedules, (2,), **common)
+    streamed = teacher_pairs(teacher, schedules, (2,), stream=True, **common)
+    assert isinstance(streamed.states, ShardedStates) and streamed.states.shape == tuple(held.states.shape)
+    rows, states = torch.tensor([0, 39, 17, 16, 5]), torch.tensor([0, 2, 1, 2, 0])
+    assert torch.equal(streamed.states[rows, states], held.states[rows, states])
+    assert torch.equal(streamed.states[rows, -1], held.states[rows, -1])
+    a, _ = straighten(teacher, held, steps=5, batch_size=8, progress=False)
+    b, _ = straighten(teacher, streamed, steps=5, batch_size=8, progress=False)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    with pytest.raises(BossflowError, match="give cache_dir"):
+        teacher_pairs(teacher, schedules, (2,), samples=4, stream=True, progress=False)

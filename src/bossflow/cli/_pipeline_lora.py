@@ -105,10 +105,12 @@ def announce(args: argparse.Namespace, target: Any, schedules: list[Any]) -> Non
 
 
 def make_pairs(args: argparse.Namespace, target: Any, schedules: list[Any]) -> Any:
-    """The guided teacher's pairs along ``schedules``, float16 shards in ``--pairs`` (default OUT/pairs)."""
+    """The guided teacher's pairs along ``schedules``, float16 shards in ``--pairs`` (default OUT/pairs), read from
+    the shards batch by batch (streamed) in one process."""
     import torch
 
     from ..core.conditioning import IndexedCond
+    from ..core.distributed import world_size
     from ..training.pairs import teacher_pairs
 
     index = torch.arange(args.samples) % len(target.prompts)  # sample i keeps prompt i mod P however many are made
@@ -117,7 +119,7 @@ def make_pairs(args: argparse.Namespace, target: Any, schedules: list[Any]) -> A
         target.model, schedules, target.sample_shape, samples=args.samples, seed=args.seed, grid_steps=args.grid_steps,
         substeps=args.substeps, batch_size=args.pair_batch_size, shard_size=SHARD_SIZE, cond=cond,
         cache_dir=args.pairs if args.pairs is not None else Path(args.out) / "pairs", model_id=args.model,
-        storage_dtype=torch.float16, state_dtype=torch.float32, progress=not args.quiet,
+        storage_dtype=torch.float16, state_dtype=torch.float32, stream=world_size() == 1, progress=not args.quiet,
     )
 
 

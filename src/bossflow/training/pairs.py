@@ -12,7 +12,9 @@ times, seed, grid, solver, sample shape) and shards ``shard-00000.safetensors`` 
 ``shard_size`` noises each, written atomically, in float32 or float16 (``storage_dtype``; a
 shard made with per-sample conditioning also holds each noise's table row, ``index``). A later run with the same teacher and
 settings reuses every shard it finds, makes only the missing ones (so generation is
-resumable), and may ask for more samples than before: sample ``i`` is the same noise
+resumable), and may ask for more samples than before. With ``stream=True`` the states stay
+in the shard files and training reads the rows of each batch from them (:class:`ShardedStates`),
+so a pair set larger than memory can be used: sample ``i`` is the same noise
 whatever the number of samples or shards (:func:`bossflow.gaussian_noise`).
 
 Under ``torch.distributed`` (``torchrun``) the ranks split the noises of every missing shard,
@@ -68,15 +70,16 @@ class PairData:
     """Teacher states at the state times of some schedules, for ``n`` noises.
 
     Attributes:
-        states: ``(n, T, *shape)`` float32 or float16 (as stored); ``states[:, 0]`` is the noise
-            (t = 0), ``states[:, -1]`` the teacher's fine solution (t = 1).
+        states: ``(n, T, *shape)`` float32 or float16 (as stored), a tensor or, streamed, a
+            :class:`ShardedStates` read on demand (index it as ``states[samples, state]``);
+            ``states[:, 0]`` is the noise (t = 0), ``states[:, -1]`` the teacher's fine solution (t = 1).
         times: ``(T,)`` float64 state times, 0 first, 1 last.
         transitions: every step of every schedule, grouped by schedule (ascending NFE).
         meta: how the data was made (JSON).
         cond: the per-sample conditioning the teacher was given (``None``: unconditional).
     """
 
-    states: Tensor
+    states: Tensor | ShardedStates
     times: np.ndarray
     transitions: list[Transition]
     meta: dict[str, Any] = field(default_factory=dict)
@@ -105,6 +108,41 @@ class PairData:
     def cond_rows(self, samples: Tensor) -> dict[str, Tensor]:
         """The conditioning of samples ``samples`` ``(b,)`` (``{}`` when unconditional)."""
         return {} if self.cond is None else self.cond.rows(samples)
+
+
+class ShardedStates:
+    """``(n, T, *shape)`` pair states left in their cache's shard files, read row by row when indexed.
+
+    ``states[samples, state]`` with ``samples`` a ``(b,)`` index tensor and ``state`` an int or a
+    ``(b,)`` tensor gives ``(b, *shape)`` in the stored dtype, reading only those rows from the
+    memory-mapped files (``safetensors.safe_open``), so memory holds one batch, not the pair set.
+
+    Args:
+        paths: the shard files in order; shard ``i`` holds noises ``i * shard_size ..``.
+        shard_size: noises per shard.
+        samples: how many noises are used (the last shard may hold more than its share).
+        state_shape: ``(T, *shape)`` of one noise's states.
+        dtype: the stored dtype.
+    """
+
+    def __init__(self, paths: Sequence[Path], shard_size: int, samples: int, state_shape: tuple[int, ...],
+                 dtype: torch.dtype) -> None:
+        from safetensors import safe_open
+
+        self._files = [safe_open(str(path), framework="pt") for path in paths]  # kept open: their slices map them
+        self._slices = [f.get_slice("states") for f in self._files]
+        self.shard_size, self.dtype = shard_size, dtype
+        self.shape = (samples, *state_shape)
+
+    def __getitem__(self, key: tuple[Tensor, int | Tensor]) -> Tensor:
+        samples, state = key
+        samples = torch.as_tensor(samples).reshape(-1)
+        states = torch.as_tensor(state).reshape(-1).expand(samples.shape) % self.shape[1]
+        rows = []
+        for i, a in zip(samples.tolist(), states.tolist()):
+            shard, row = divmod(i, self.shard_size)
+            rows.append(self._slices[shard][row:row + 1, a])
+        return torch.cat(rows)
 
 
 def state_times(schedules: Sequence[Schedule]) -> np.ndarray:
@@ -237,6 +275,7 @@ def teacher_pairs(
     cond: IndexedCond | None = None,
     storage_dtype: torch.dtype = torch.float32,
     state_dtype: torch.dtype | None = None,
+    stream: bool = False,
     progress: bool = True,
 ) -> PairData:
     """Pair data of ``model`` along ``schedules`` from ``samples`` seeded noises, cached when ``cache_dir`` is given.
@@ -258,6 +297,8 @@ def teacher_pairs(
             (batches are drawn in float32 either way).
         state_dtype: dtype of the noises and states the teacher integrates (default: the dtype of its
             parameters; give ``torch.float32`` for a half-precision model that casts its inputs itself).
+        stream: leave the states in the cache's shards and read each batch's rows from them
+            (:class:`ShardedStates`); needs ``cache_dir`` and one process.
         progress: show a tqdm bar.
 
     Raises:
@@ -277,6 +318,8 @@ def teacher_pairs(
         check_euler_schedule(schedule, "straightening")
     shape = tuple(int(s) for s in shape)
     _check_pair_options(samples, cond, storage_dtype)
+    if stream and (cache_dir is None or world_size() > 1):
+        raise BossflowError("streamed pairs are read from the cache's shards: give cache_dir, in one process.")
     if cache_dir is not None:
         times = on_main(lambda: _cached_times(Path(cache_dir), times))
     meta = {
@@ -316,7 +359,7 @@ def teacher_pairs(
             states = make(0, samples)
         else:
             states = _cached_states(_Shards(Path(cache_dir), meta, samples, shard_size, make, bar, (len(times), *shape),
-                                            storage_dtype, index))
+                                            storage_dtype, index), keep=not stream)
     finally:
         bar.close()
     transitions = schedule_transitions(schedules, times)
@@ -399,13 +442,19 @@ class _Shards:
         return None if self.index is None else self.index[start:start + self.counts[index]]
 
 
-def _cached_states(shards: _Shards) -> Tensor:
-    """Every shard, read from ``shards.folder`` or made and written there (the folder locked meanwhile)."""
+def _cached_states(shards: _Shards, keep: bool = True) -> Tensor | ShardedStates:
+    """Every shard, read from ``shards.folder`` or made and written there (the folder locked meanwhile): their states
+    concatenated, or (``keep=False``) a :class:`ShardedStates` over the files."""
     with exclusive(shards.folder, "pairs folder"):
-        return _read_or_make(shards)
+        parts = _read_or_make(shards, keep)
+    if keep:
+        return torch.cat(parts)
+    paths = [_shard_path(shards.folder, index) for index in range(len(shards.counts))]
+    return ShardedStates(paths, shards.shard_size, shards.samples, shards.state_shape, shards.dtype)
 
 
-def _read_or_make(shards: _Shards) -> Tensor:
+def _read_or_make(shards: _Shards, keep: bool) -> list[Tensor]:
+    """Each shard's states, read (and checked) or made and written; none kept in memory unless ``keep``."""
     _check_or_write_meta(shards.folder, shards.meta)
     parts = []
     for index, count in enumerate(shards.counts):
@@ -415,8 +464,9 @@ def _read_or_make(shards: _Shards) -> Tensor:
             shards.write(index, states)
         else:
             shards.bar.update(count)
-        parts.append(states[:count])
-    return torch.cat(parts)
+        if keep:
+            parts.append(states[:count])
+    return parts
 
 
 def _check_or_write_meta(folder: Path, meta: dict[str, Any]) -> None:

@@ -32,12 +32,14 @@ class IndexedCond:
     def __post_init__(self) -> None:
         if not self.table:
             raise BossflowError("an indexed conditioning needs at least one table entry.")
-        rows = {int(v.shape[0]) for v in self.table.values()}
-        if len(rows) != 1:
-            raise BossflowError(f"the conditioning table's entries have different row counts {sorted(rows)}.")
+        counts = {int(v.shape[0]) for v in self.table.values()}
+        if len(counts) != 1:
+            raise BossflowError(f"the conditioning table's entries have different row counts {sorted(counts)}.")
+        (rows,) = counts
         self.index = torch.as_tensor(self.index, dtype=torch.int64).cpu()
-        if self.index.ndim != 1 or (self.index.numel() and not (0 <= int(self.index.min()) and int(self.index.max()) < rows.pop())):
-            raise BossflowError("the conditioning index must be a 1-D tensor of row numbers of the table.")
+        in_range = self.index.numel() == 0 or (int(self.index.min()) >= 0 and int(self.index.max()) < rows)
+        if self.index.ndim != 1 or not in_range:
+            raise BossflowError(f"the conditioning index must be a 1-D tensor of row numbers 0..{rows - 1} of the table.")
 
     @property
     def n_samples(self) -> int:
@@ -56,7 +58,3 @@ class IndexedCond:
             h.update(f"{key}:{tuple(value.shape)}:{value.dtype}".encode())
             h.update(value.view(-1).view(torch.uint8).numpy().tobytes())
         return h.hexdigest()
-
-    def to(self, device: torch.device | str) -> IndexedCond:
-        """The same conditioning with its table on ``device`` (the index stays on the CPU)."""
-        return IndexedCond({k: v.to(device) for k, v in self.table.items()}, self.index)

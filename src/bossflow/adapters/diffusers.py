@@ -269,9 +269,8 @@ class DiffusersVelocity(nn.Module):
 
         What a pipeline computes with ``guidance_scale=1``: one transformer call per velocity.
         """
-        branch = DiffusersVelocity(self.transformer, self.cond.as_dict(), timestep_scale=self.timestep_scale,
-                                   sample_shape=getattr(self, "sample_shape", None))
-        return branch
+        return DiffusersVelocity(self.transformer, self.cond.as_dict(), timestep_scale=self.timestep_scale,
+                                 sample_shape=getattr(self, "sample_shape", None))
 
     def extra_repr(self) -> str:
         return f"timestep_scale={self.timestep_scale:g}, guidance_scale={self.guidance_scale:g}"

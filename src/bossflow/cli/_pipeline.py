@@ -166,9 +166,23 @@ def holdout_table(target: Any, args: argparse.Namespace, schedules: dict[int, An
     usable = {k: s for k, s in schedules.items() if "olss" not in s.meta and not s.has_eval_times}
     defaults = {k: scheduler_schedule(target.scheduler, k, target.mu) for k in usable}
     rows = holdout_rows(target.model, noise, target.holdout_cond, usable, defaults, fine_steps=FINE_STEPS)
-    where = f"held-out prompts ({args.holdout_prompts})" if args.holdout_prompts else "the search prompts"
-    print(f"\nheld-out: {args.holdout_samples} fresh noises (seed {seed}) on {where}; latent RMSE against "
-          f"{FINE_STEPS} Euler steps")
-    print(f"{'NFE':>4}  {'searched':>9}  {'pipeline default':>16}  {'default / searched':>18}")
+    print_holdout(args, "the search prompts", f"{FINE_STEPS} Euler steps",
+                  [("NFE", 4, "d"), ("searched", 9, ".4f"), ("pipeline default", 16, ".4f"),
+                   ("default / searched", 18, ".2f")],
+                  [[row["nfe"], row["rmse"], row["default_rmse"], row["gain"]] for row in rows])
+
+
+def print_holdout(args: argparse.Namespace, prompts: str, against: str, columns: list[tuple[str, int, str]],
+                  rows: list[list[Any]]) -> None:
+    """Print a held-out table: what it was scored on, then ``columns`` (title, width, format) of ``rows``.
+
+    Args:
+        prompts: how to name the prompts when ``--holdout-prompts`` is not given.
+        against: the reference the latent RMSE is measured against.
+    """
+    where = f"held-out prompts ({args.holdout_prompts})" if args.holdout_prompts else prompts
+    print(f"\nheld-out: {args.holdout_samples} fresh noises (seed {args.seed + 1}) on {where}; latent RMSE against "
+          f"{against}")
+    print("  ".join(f"{title:>{width}}" for title, width, _ in columns))
     for row in rows:
-        print(f"{row['nfe']:>4}  {row['rmse']:9.4f}  {row['default_rmse']:16.4f}  {row['gain']:18.2f}")
+        print("  ".join(f"{value:{width}{spec}}" for (_, width, spec), value in zip(columns, row)))

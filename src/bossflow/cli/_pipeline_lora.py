@@ -40,6 +40,7 @@ def add_arguments(g: argparse._ArgumentGroup) -> None:
 
 def check(args: argparse.Namespace) -> list[Any]:
     """Refuse what a pipeline straightening cannot do before anything loads; the schedules to straighten along."""
+    from ..adapters.lora import LORA_FILE
     from ..core.schedules import check_euler_schedule
     from ..evaluation.evaluate import schedule_sources
     from ..models.model_dir import CONFIG_NAME
@@ -60,21 +61,10 @@ def check(args: argparse.Namespace) -> list[Any]:
     out = Path(args.out)
     if (out / CONFIG_NAME).exists():
         raise BossflowError(f"{out} holds a model directory; choose another output folder for the LoRA.")
-    _check_resume(args, out)
-    return schedules
-
-
-def _check_resume(args: argparse.Namespace, out: Path) -> None:
-    from ..adapters.lora import LORA_FILE
-    from ..training.straighten import CHECKPOINT_NAME
-
-    if (out / LORA_FILE).exists() and not (out / CHECKPOINT_NAME).exists():
-        raise BossflowError(f"{out} already holds a LoRA and no checkpoint to resume; choose another output folder.")
-    if (out / CHECKPOINT_NAME).exists() and not args.resume:
-        raise BossflowError(f"{out} already holds a straightening checkpoint; pass --resume to continue it, "
-                            "or choose another output folder.")
+    check_out_folder(out, LORA_FILE, "a LoRA", args.resume)
     if args.merge and (out / "transformer").exists():
         raise BossflowError(f"{out / 'transformer'} already exists; remove it or drop --merge.")
+    return schedules
 
 
 def _settings(args: argparse.Namespace, target: Any) -> Any:
@@ -86,6 +76,18 @@ def _settings(args: argparse.Namespace, target: Any) -> Any:
     settings = LoraSettings(rank=args.lora_rank, alpha=args.lora_alpha, targets=targets)
     check_request(target.model, settings, distill_guidance=args.distill_guidance)
     return settings
+
+
+def check_out_folder(out: Path, product: str, what: str, resume: bool) -> None:
+    """Refuse an ``--out`` that already holds a finished ``product`` file (``what``) without a checkpoint to resume,
+    or a straightening checkpoint without ``--resume`` (model directories and LoRA folders alike)."""
+    from ..training.straighten import CHECKPOINT_NAME
+
+    if (out / product).exists() and not (out / CHECKPOINT_NAME).exists():
+        raise BossflowError(f"{out} already holds {what} and no checkpoint to resume; choose another output folder.")
+    if (out / CHECKPOINT_NAME).exists() and not resume:
+        raise BossflowError(f"{out} already holds a straightening checkpoint; pass --resume to continue it, "
+                            "or choose another output folder.")
 
 
 def announce(args: argparse.Namespace, target: Any, schedules: list[Any]) -> None:
@@ -153,12 +155,10 @@ def holdout_table(args: argparse.Namespace, target: Any, student: Any, before: d
         k = schedule.nfe
         base, lora = (endpoint_rmse(before["base"][k], before["reference"]), endpoint_rmse(after[k], before["reference"]))
         rows.append({"nfe": k, "base_rmse": base, "lora_rmse": lora})
-    where = f"held-out prompts ({args.holdout_prompts})" if args.holdout_prompts else "the training prompts"
-    print(f"\nheld-out: {args.holdout_samples} fresh noises (seed {args.seed + 1}) on {where}; latent RMSE against the "
-          f"base pipeline's {_pipeline.FINE_STEPS} Euler steps, along the schedule")
-    print(f"{'NFE':>4}  {'without LoRA':>12}  {'with LoRA':>9}  {'without / with':>14}")
-    for row in rows:
-        print(f"{row['nfe']:>4}  {row['base_rmse']:12.4f}  {row['lora_rmse']:9.4f}  {row['base_rmse'] / row['lora_rmse']:14.2f}")
+    _pipeline.print_holdout(
+        args, "the training prompts", f"the base pipeline's {_pipeline.FINE_STEPS} Euler steps, along the schedule",
+        [("NFE", 4, "d"), ("without LoRA", 12, ".4f"), ("with LoRA", 9, ".4f"), ("without / with", 14, ".2f")],
+        [[row["nfe"], row["base_rmse"], row["lora_rmse"], row["base_rmse"] / row["lora_rmse"]] for row in rows])
     return rows
 
 

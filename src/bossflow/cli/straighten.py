@@ -141,7 +141,6 @@ def _lora(args: argparse.Namespace) -> Any:
 def _teacher_folder(args: argparse.Namespace) -> Path:
     """The teacher's model directory, with ``--out`` checked against what it already holds."""
     from ..models.model_dir import CONFIG_NAME, resolve_model_dir
-    from ..training.straighten import CHECKPOINT_NAME
 
     folder = resolve_model_dir(args.model)
     if folder is None:
@@ -149,12 +148,7 @@ def _teacher_folder(args: argparse.Namespace) -> Path:
             f"--model {args.model!r} is not a model directory; straightening needs a trained network saved as a model "
             "directory (a shipped teacher such as digits, or the output of `bossflow teacher`)."
         )
-    out = Path(args.out)
-    if (out / CONFIG_NAME).exists() and not (out / CHECKPOINT_NAME).exists():
-        raise BossflowError(f"{out} already holds a model and no checkpoint to resume; choose another output folder.")
-    if (out / CHECKPOINT_NAME).exists() and not args.resume:
-        raise BossflowError(f"{out} already holds a straightening checkpoint; pass --resume to continue it, "
-                            "or choose another output folder.")
+    _pipeline_lora.check_out_folder(Path(args.out), CONFIG_NAME, "a model", args.resume)
     return folder
 
 

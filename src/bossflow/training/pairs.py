@@ -12,10 +12,10 @@ times, seed, grid, solver, sample shape) and shards ``shard-00000.safetensors`` 
 ``shard_size`` noises each, written atomically, in float32 or float16 (``storage_dtype``; a
 shard made with per-sample conditioning also holds each noise's table row, ``index``). A later run with the same teacher and
 settings reuses every shard it finds, makes only the missing ones (so generation is
-resumable), and may ask for more samples than before. With ``stream=True`` the states stay
-in the shard files and training reads the rows of each batch from them (:class:`ShardedStates`),
-so a pair set larger than memory can be used: sample ``i`` is the same noise
-whatever the number of samples or shards (:func:`bossflow.gaussian_noise`).
+resumable), and may ask for more samples than before: sample ``i`` is the same noise
+whatever the number of samples or shards (:func:`bossflow.gaussian_noise`). With
+``stream=True`` the states stay in the shard files and training reads the rows of each batch
+from them (:class:`ShardedStates`), so a pair set larger than memory can be used.
 
 Under ``torch.distributed`` (``torchrun``) the ranks split the noises of every missing shard,
 exchange their parts, and all return the complete pair data; rank 0 alone reads and writes

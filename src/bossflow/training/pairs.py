@@ -308,32 +308,16 @@ def teacher_pairs(
 
     from ..core.cost import model_fingerprint
 
-    if not schedules:
-        raise BossflowError("straightening needs at least one schedule.")
-    for name, value in (("samples", samples), ("batch_size", batch_size), ("shard_size", shard_size)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise BossflowError(f"{name} must be a positive integer, got {value!r}.")
+    _check_pair_options(schedules, samples=samples, batch_size=batch_size, shard_size=shard_size, cond=cond,
+                        storage_dtype=storage_dtype, stream=stream, cache_dir=cache_dir)
     times = state_times(schedules)
-    for schedule in schedules:  # refuse non-Euler schedules before any work
-        check_euler_schedule(schedule, "straightening")
     shape = tuple(int(s) for s in shape)
-    _check_pair_options(samples, cond, storage_dtype)
-    if stream and (cache_dir is None or world_size() > 1):
-        raise BossflowError("streamed pairs are read from the cache's shards: give cache_dir, in one process.")
     if cache_dir is not None:
         times = on_main(lambda: _cached_times(Path(cache_dir), times))
     meta = {
-        "format": PAIRS_FORMAT,
-        "model": model_id,
-        "model_sha256": model_fingerprint(model),
-        "times": times.tolist(),
-        "seed": seed,
-        "grid_steps": grid_steps,
-        "substeps": substeps,
-        "method": method,
-        "shape": list(shape),
-        "shard_size": shard_size,
-        "noise": "bossflow.gaussian_noise (per-sample seeds), float32 draw",
+        "format": PAIRS_FORMAT, "model": model_id, "model_sha256": model_fingerprint(model), "times": times.tolist(),
+        "seed": seed, "grid_steps": grid_steps, "substeps": substeps, "method": method, "shape": list(shape),
+        "shard_size": shard_size, "noise": "bossflow.gaussian_noise (per-sample seeds), float32 draw",
         "dtype": str(storage_dtype).removeprefix("torch."),
         "cond_sha256": cond.table_sha256() if cond is not None else None,
     }
@@ -369,8 +353,20 @@ def teacher_pairs(
     return PairData(states=states, times=times, transitions=transitions, meta=meta, cond=used)
 
 
-def _check_pair_options(samples: int, cond: IndexedCond | None, storage_dtype: torch.dtype) -> None:
-    """Refuse conditioning of too few samples and storage dtypes other than float32 and float16."""
+def _check_pair_options(schedules: Sequence[Schedule], *, samples: int, batch_size: int, shard_size: int,
+                        cond: IndexedCond | None, storage_dtype: torch.dtype, stream: bool,
+                        cache_dir: str | os.PathLike | None) -> None:
+    """Refuse, before any work, what :func:`teacher_pairs` cannot do: no or non-Euler schedules, bad counts, storage
+    dtypes other than float32 and float16, conditioning of too few samples, streaming without a cache."""
+    if not schedules:
+        raise BossflowError("straightening needs at least one schedule.")
+    for name, value in (("samples", samples), ("batch_size", batch_size), ("shard_size", shard_size)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise BossflowError(f"{name} must be a positive integer, got {value!r}.")
+    for schedule in schedules:
+        check_euler_schedule(schedule, "straightening")
+    if stream and (cache_dir is None or world_size() > 1):
+        raise BossflowError("streamed pairs are read from the cache's shards: give cache_dir, in one process.")
     if storage_dtype not in (torch.float32, torch.float16):
         raise BossflowError(f"pairs are stored in torch.float32 or torch.float16, got {storage_dtype!r}.")
     if cond is not None and cond.n_samples < samples:

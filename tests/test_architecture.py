@@ -146,6 +146,10 @@ def test_cli_choices_match_the_library():
     assert _choices.PRECISIONS == tuple(PRECISIONS)
     assert _choices.OBJECTIVES == tuple(OBJECTIVES)
     assert _choices.DISTANCES == tuple(DISTANCES)
+    from bossflow.training.batches import STEP_SAMPLINGS
+    from bossflow.training.loop import LR_SCHEDULES
+
+    assert _choices.LR_SCHEDULES == LR_SCHEDULES and _choices.STEP_SAMPLINGS == STEP_SAMPLINGS
     assert _choices.FEATURE_CLASSIFIERS == tuple(FEATURE_CLASSIFIERS)
     from bossflow.adapters.export import FORMATS
     from bossflow.cli import export

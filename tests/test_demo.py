@@ -87,14 +87,14 @@ def _tiny_plan(quick=False):
     return [demo.DemoModel("gmm-2d", ("uniform", "bellman"), (2, 4), grid_steps=8, search_samples=8, eval_samples=20,
                            seconds={"bellman": 3.0}),
             demo.DemoModel("digits", ("uniform",), (2,), grid_steps=4, search_samples=4, eval_samples=4,
-                           students=("digits-boss",))]
+                           students=("digits-boss-2",))]
 
 
 def test_demo_stages_are_planned_up_front():
     shapes = {"gmm-2d": (2,), "digits": (1, 8, 8)}
     stages = demo.demo_stages(_tiny_plan(), shapes)
     assert stages[:3] == [("gmm-2d: reference", 10), ("gmm-2d: uniform", 10), ("gmm-2d: bellman", 30)]
-    assert [label for label, _ in stages[3:6]] == ["digits: reference", "digits: uniform", "digits: digits-boss"]
+    assert [label for label, _ in stages[3:6]] == ["digits: reference", "digits: uniform", "digits: digits-boss-2"]
     assert [label for label, _ in stages[6:]] == [f"figure {n}" for n in demo.planned_figures(_tiny_plan(), shapes)]
     assert demo.planned_figures(_tiny_plan(), shapes) == [
         "schedules-gmm-2d.png", "schedules-digits.png", "error-vs-nfe.png", "cost-matrices.png",
@@ -136,3 +136,16 @@ def importlib_util():
     import importlib.util
 
     return importlib.util
+
+
+def test_gain_over_the_schedule_alone_is_stated_honestly():
+    rows = [{"model": "digits", "method": "bellman", "nfe": 2, "fd": 40.0, "rmse": 0.3},
+            {"model": "digits", "method": "auto", "nfe": 2, "fd": 8.0, "rmse": 0.2},
+            {"model": "digits", "method": demo.STRAIGHTENED, "nfe": 2, "fd": 2.0, "rmse": 0.08},
+            {"model": "digits", "method": "auto", "nfe": 4, "fd": 3.0, "rmse": 0.1},
+            {"model": "digits", "method": demo.STRAIGHTENED, "nfe": 4, "fd": 3.3, "rmse": 0.07}]
+    lines = demo.format_gain({"rows": rows})
+    assert lines[0] == "## Straightening: gain over the best schedule alone"
+    assert "| digits | 2 | FD | 2 | auto: 8 | 4.00× lower |" in lines
+    assert "| digits | 4 | FD | 3.3 | auto: 3 | no gain |" in lines  # worse than the schedule alone: said so
+    assert demo.format_gain({"rows": rows[:2]}) == []

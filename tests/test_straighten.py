@@ -17,11 +17,10 @@ from bossflow.checkpoints import load_model_dir, shipped_model_dir
 from bossflow.cli import main
 from bossflow.errors import BossflowError, FileFormatError, ScheduleError
 from bossflow.pairs import PairData, schedule_transitions, state_times, teacher_pairs, teacher_states
+from bossflow.training.batches import boss_batch, transition_table
 from bossflow.straighten import (
     CHECKPOINT_NAME,
     LoraSettings,
-    _boss_batch,
-    _transition_table,
     add_lora,
     lora_targets,
     merge_lora,
@@ -162,8 +161,8 @@ def test_teacher_states_do_not_depend_on_batching(teacher):
 
 def test_boss_batch_targets_are_the_euler_step_velocities(pairs):
     gen = torch.Generator().manual_seed(0)
-    table = _transition_table(pairs)
-    x_a, s_a, target, _ = _boss_batch(pairs, table, gen, 4096)
+    table = transition_table(pairs)
+    x_a, s_a, target, _ = boss_batch(pairs, table, gen, 4096)
     # Every drawn pair is an exact transition of one schedule.
     steps = {(round(pairs.times[tr.a], 6), round(pairs.times[tr.b], 6)) for tr in pairs.transitions}
     assert set(np.round(s_a.double().numpy(), 6).tolist()) <= {a for a, _ in steps}
@@ -250,9 +249,9 @@ def test_lora_trains_only_the_adapters_and_merges_exactly(teacher, pairs):
         torch.testing.assert_close(adapted(x, t), teacher(x, t), rtol=0, atol=0)  # B starts at zero
     optimizer = torch.optim.AdamW(trainable, lr=1e-2)
     gen = torch.Generator().manual_seed(0)
-    table = _transition_table(pairs)
+    table = transition_table(pairs)
     for _ in range(5):
-        x_a, s_a, target, _ = _boss_batch(pairs, table, gen, 64)
+        x_a, s_a, target, _ = boss_batch(pairs, table, gen, 64)
         loss = (adapted(x_a, s_a) - target).pow(2).mean()
         optimizer.zero_grad()
         loss.backward()
@@ -360,7 +359,7 @@ def test_cmd_straighten_end_to_end_then_sample_and_search_again(tmp_path, capsys
     printed = capsys.readouterr().out
     assert "along NFE 2" in printed and "model.safetensors" in printed
     config = json.loads((out / "config.json").read_text())
-    assert config["architecture"] == "VelocityMLP" and config["training"]["objective"] == "boss"
+    assert config["architecture"] == "VelocityMLP" and config["training"]["objective"] == "rollout"  # the default
     assert config["training"]["pairs"]["nfes"] == [2] and config["data"]["name"] == "gmm-2d"
     assert bf.load_schedules(out / "schedules.json").keys() == {2}
     assert (out / "pairs" / "meta.json").exists()
@@ -389,7 +388,7 @@ def test_cmd_straighten_device_option(tmp_path, capsys, schedules):
     assert main([*common, "--device", "nonsense", "--out", str(tmp_path / "b")]) == 2
     assert "device 'nonsense'" in capsys.readouterr().err
     assert main([*common, "--precision", "bf16", "--micro-batch", "4", "--out", str(tmp_path / "c")]) == 0
-    training = json.loads((tmp_path / "c" / "config.json").read_text())["training"]
+    training = json.loads((tmp_path / "c" / "nfe-2" / "config.json").read_text())["training"]
     assert training["precision"] == "bf16"
 
 
@@ -399,7 +398,7 @@ def test_cmd_straighten_lora_and_reflow_share_the_pairs(tmp_path, capsys, schedu
               "--grid-steps", "20", "--pairs", str(tmp_path / "pairs"), "--quiet"]
     assert main(["straighten", *common, "--lora-rank", "2", "--out", str(tmp_path / "lora")]) == 0
     assert main(["straighten", *common, "--objective", "reflow", "--out", str(tmp_path / "reflow")]) == 0
-    lora = json.loads((tmp_path / "lora" / "config.json").read_text())["training"]
+    lora = json.loads((tmp_path / "lora" / "nfe-2" / "config.json").read_text())["training"]
     reflow = json.loads((tmp_path / "reflow" / "config.json").read_text())["training"]
     assert lora["lora"]["rank"] == 2 and reflow["objective"] == "reflow"
     assert lora["pairs"]["times"] == reflow["pairs"]["times"]
@@ -431,8 +430,8 @@ def test_cmd_straighten_damaged_checkpoint_is_one_line(tmp_path, capsys, schedul
     out = tmp_path / "out"
     out.mkdir()
     (out / CHECKPOINT_NAME).write_bytes(b"garbage")
-    code = main(["straighten", "--model", "gmm-2d-teacher", "--schedule", str(sched), "--out", str(out), "--steps", "2",
-                 "--samples", "8", "--quiet", "--resume"])
+    code = main(["straighten", "--model", "gmm-2d-teacher", "--schedule", str(sched), "--nfe", "2", "--out", str(out),
+                 "--steps", "2", "--samples", "8", "--quiet", "--resume"])
     err = capsys.readouterr().err
     assert code == 2 and "damaged" in err and err.count("\n") == 1
 
@@ -444,21 +443,22 @@ def test_straighten_help_has_examples(capsys):
     assert "examples:" in out and "--lora-rank" in out and "reflow" in out
 
 
-def test_shipped_straightened_digits_beats_its_teacher_along_its_schedules():
+@pytest.mark.parametrize("name, nfe", [("digits-boss-2", 2), ("digits-boss-4", 4)])
+def test_shipped_straightened_digits_beat_their_teacher_along_their_schedules(name, nfe):
     from bossflow.checkpoints import shipped_model_dir as shipped
 
     teacher, _ = load_model_dir(shipped("digits"))
-    student, config = load_model_dir(shipped("digits-boss"))
-    assert config["training"]["objective"] == "boss" and config["data"]["name"] == "digits"
-    schedules = bf.load_schedules(shipped("digits-boss") / "schedules.json")
-    assert sorted(schedules) == [2, 4, 6]
+    student, config = load_model_dir(shipped(name))
+    assert config["training"]["objective"] == "rollout" and config["data"]["name"] == "digits"
+    assert config["weights_dtype"] == "float16"
+    schedules = bf.load_schedules(shipped(name) / "schedules.json")
+    assert sorted(schedules) == [nfe]
     noise = bf.gaussian_noise(300, (1, 8, 8), seed=11)
     with torch.no_grad():
         reference = bf.euler(teacher, noise, bf.uniform_schedule(100))
-        for k, schedule in schedules.items():
-            ours = bf.endpoint_rmse(bf.euler(student, noise, schedule), reference)
-            theirs = bf.endpoint_rmse(bf.euler(teacher, noise, schedule), reference)
-            assert ours < 0.75 * theirs, (k, ours, theirs)
+        ours = bf.endpoint_rmse(bf.euler(student, noise, schedules[nfe]), reference)
+        theirs = bf.endpoint_rmse(bf.euler(teacher, noise, schedules[nfe]), reference)
+    assert ours < 0.5 * theirs, (ours, theirs)
 
 
 def test_lora_without_peft_names_the_extra(monkeypatch, tmp_path, capsys):
@@ -493,3 +493,120 @@ def test_streamed_pairs_index_as_the_tensor_and_train_to_the_same_weights(tmp_pa
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
     with pytest.raises(BossflowError, match="give cache_dir"):
         teacher_pairs(teacher, schedules, (2,), samples=4, stream=True, progress=False)
+
+
+# --- recipes: learned times, blend, hard steps, cosine decay, one student per budget -----------
+
+
+def test_learned_times_start_at_the_schedule_and_train_with_the_weights(teacher, schedules, pairs):
+    from bossflow.training.learned_times import LearnedTimes
+    from bossflow.training.straighten import learned_schedule
+
+    start = bf.custom_schedule([0.0, 0.45, 1.0], eval_times=[0.05, 0.5])
+    times = LearnedTimes(start)
+    dt, s = times.steps()
+    np.testing.assert_allclose(dt.detach().numpy(), [0.45, 0.55], rtol=1e-6)
+    np.testing.assert_allclose(s.detach().numpy(), [0.05, 0.5], rtol=1e-6)
+    np.testing.assert_allclose(times.to_schedule().times, start.times, atol=1e-7)
+
+    before = _rmse(teacher, schedules[2], teacher)
+    student, record = straighten(teacher, pairs.select([2]), objective="rollout", learn_times=True, steps=150,
+                                 batch_size=256, lr=1e-3, progress=False)
+    learned = learned_schedule(record, method="learned")
+    assert learned.nfe == 2 and learned.times[0] == 0.0 and learned.times[-1] == 1.0
+    assert not np.allclose(learned.times, schedules[2].times, atol=1e-4)  # the times moved
+    assert _rmse(student, learned, teacher) < 0.6 * before
+    assert record["learn_times"] is True
+    with pytest.raises(BossflowError, match="did not learn"):
+        learned_schedule({"objective": "rollout"})
+
+
+@pytest.mark.parametrize("settings, words", [
+    ({"objective": "boss", "learn_times": True}, "rollout"),
+    ({"objective": "rollout", "learn_times": True, "nfes": [2, 4]}, "one schedule"),
+    ({"objective": "rollout", "step_sampling": "error"}, "boss objective"),
+    ({"objective": "boss", "step_sampling": "hard"}, "step_sampling"),
+    ({"objective": "boss", "lr_schedule": "linear"}, "lr_schedule"),
+])
+def test_recipe_settings_are_checked_before_training(teacher, pairs, settings, words):
+    settings = dict(settings)
+    data = pairs.select(settings.pop("nfes", [2]))
+    with pytest.raises(BossflowError, match=words):
+        straighten(teacher, data, steps=2, progress=False, **settings)
+
+
+def test_blend_matches_every_step_of_the_rollout(teacher, schedules, pairs):
+    before = _rmse(teacher, schedules[4], teacher)
+    student, record = straighten(teacher, pairs.select([4]), objective="blend", steps=150, batch_size=256, lr=1e-3,
+                                 progress=False)
+    assert record["objective"] == "blend" and "after each" in record["objective_text"]
+    assert _rmse(student, schedules[4], teacher) < 0.6 * before
+
+
+def test_error_step_sampling_draws_the_hard_steps_more_often(teacher, pairs):
+    from bossflow.training.batches import step_errors, weight_steps_by_error
+
+    table = transition_table(pairs.select([4]))
+    errors = step_errors(teacher, pairs.select([4]), table)
+    assert errors.shape == (4,) and bool((errors > 0).all())
+    weight_steps_by_error(table, errors)
+    _, s_a, _, _ = boss_batch(pairs.select([4]), table, torch.Generator().manual_seed(0), 20000)
+    starts = [0.0, 0.3, 0.55, 0.8]
+    shares = np.array([float((s_a.double() - t).abs().lt(1e-6).double().mean()) for t in starts])
+    np.testing.assert_allclose(shares, (errors / errors.sum()).numpy(), atol=0.02)
+
+
+def test_cosine_decay_reaches_zero_and_is_a_resume_setting(tmp_path, teacher, pairs):
+    from bossflow.training.loop import learning_rate_at
+
+    assert learning_rate_at("constant", 0.1, 50, 100) == 0.1
+    assert learning_rate_at("cosine", 0.1, 0, 100) == pytest.approx(0.1)
+    assert learning_rate_at("cosine", 0.1, 50, 100) == pytest.approx(0.05)
+    assert learning_rate_at("cosine", 0.1, 100, 100) == pytest.approx(0.0, abs=1e-12)
+    straighten(teacher, pairs, steps=4, batch_size=16, lr_schedule="cosine", out_dir=tmp_path, checkpoint_every=2,
+               progress=False)
+    with pytest.raises(BossflowError, match="lr_schedule"):
+        straighten(teacher, pairs, steps=6, batch_size=16, out_dir=tmp_path, resume=True, progress=False)
+
+
+def test_learned_times_resume_to_the_same_weights_and_times(tmp_path, teacher, pairs):
+    common = dict(objective="rollout", learn_times=True, batch_size=32, lr=1e-3, lr_schedule="cosine", progress=False)
+    whole, a = straighten(teacher, pairs.select([2]), steps=8, **common)
+
+    def kill(step, loss):
+        if step == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):  # killed after the checkpoint of step 4
+        straighten(teacher, pairs.select([2]), steps=8, out_dir=tmp_path, checkpoint_every=4, on_step=kill, **common)
+    resumed, b = straighten(teacher, pairs.select([2]), steps=8, out_dir=tmp_path, resume=True, **common)
+    for k, v in whole.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[k], v, rtol=0, atol=0)
+    assert a["learned_schedule"] == b["learned_schedule"]
+
+
+def test_cmd_straighten_trains_one_student_per_budget_with_learned_times(tmp_path, capsys, schedules):
+    sched = _schedule_file(tmp_path, schedules)
+    out = tmp_path / "boss"
+    base = ["straighten", "--model", "gmm-2d-teacher", "--schedule", str(sched), "--samples", "64", "--grid-steps", "20",
+            "--quiet", "--threads", "1"]
+    recipe = ["--objective", "rollout", "--learn-times", "--lr-schedule", "cosine", "--distance", "pseudo-huber"]
+    assert main([*base, *recipe, "--steps", "20", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "times learned" in printed and printed.count("wrote ") == 2
+    for k in (2, 4):
+        learned = bf.load_schedules(out / f"nfe-{k}" / "schedules.json")
+        assert learned.keys() == {k} and learned[k].meta["method"] == "learned"
+        assert learned[k].meta["learned_from"] == schedules[k].meta.get("method")
+        config = json.loads((out / f"nfe-{k}" / "config.json").read_text())
+        assert config["training"]["pairs"]["nfes"] == [k] and config["training"]["learn_times"] is True
+    assert {"nfe-2", "nfe-4", "pairs"} <= {p.name for p in out.iterdir()}
+    # A straightened folder samples along its own (learned) schedule when no --schedule is given.
+    assert main(["sample", "--model", str(out / "nfe-4"), "--n", "8", "--out", str(tmp_path / "x.npz"), "--quiet"]) == 0
+    np.testing.assert_allclose(np.load(tmp_path / "x.npz")["times"], bf.load_schedules(out / "nfe-4" / "schedules.json")[4].times)
+    assert main(["sample", "--model", "gmm-2d-teacher", "--n", "8", "--out", str(tmp_path / "y.npy"), "--quiet"]) == 2
+    # --budgets mixed keeps one student in OUT; learned times need one schedule per student.
+    assert main([*base, "--budgets", "mixed", "--steps", "5", "--out", str(tmp_path / "mixed")]) == 0
+    assert bf.load_schedules(tmp_path / "mixed" / "schedules.json").keys() == {2, 4}
+    assert main([*base, *recipe, "--budgets", "mixed", "--steps", "5", "--out", str(tmp_path / "bad")]) == 2
+    assert "--learn-times" in capsys.readouterr().err

@@ -21,11 +21,17 @@ EFFORTS = ("fast", "standard", "thorough")
 PRECISIONS = ("fp32", "bf16")
 """``bossflow.core.distributed.PRECISIONS``."""
 
-OBJECTIVES = ("boss", "rollout", "reflow")
+OBJECTIVES = ("boss", "rollout", "blend", "reflow")
 """``bossflow.training.straighten.OBJECTIVES``."""
 
 DISTANCES = ("mse", "pseudo-huber")
 """``bossflow.training.straighten.DISTANCES``."""
+
+LR_SCHEDULES = ("constant", "cosine")
+"""``bossflow.training.loop.LR_SCHEDULES``."""
+
+STEP_SAMPLINGS = ("uniform", "error")
+"""``bossflow.training.batches.STEP_SAMPLINGS``."""
 
 FEATURE_CLASSIFIERS = ("digits", "fashion-mnist")
 """``bossflow.evaluation.classifier.FEATURE_CLASSIFIERS``."""

@@ -21,13 +21,15 @@ SUFFIXES = (".png", ".npy", ".npz")
 EXAMPLES = """\
 examples:
   bossflow sample --model digits --nfe 4 --out grid.png
-  bossflow sample --model runs/digits-boss --schedule runs/digits-sched.json --nfe 2 --out grid.png
+  bossflow sample --model digits-boss-2 --out grid.png      # a straightened model, along its own schedule
+  bossflow sample --model runs/digits-boss/nfe-4 --out grid.png
   bossflow sample --model gmm-2d --schedule uniform --nfe 8 --n 2000 --out points.npy
   bossflow sample --model gmm-2d --schedule boss.json --nfe 4 --n 500 --out run.npz   # samples, noise and times
 
 A --schedule is a file written by `bossflow schedule` (--nfe picks one of its budgets; not
 needed when it holds one) or a family name (uniform, edm, shift) with --nfe; without
---schedule the steps are uniform, and --nfe is required.
+--schedule a straightened model samples along the schedule it was trained along (its
+schedules.json), any other model takes uniform steps and needs --nfe.
 
 --out decides the format: .png draws (C, H, W) samples with C = 1 or 3 as an image grid
 (pixels in [-1, 1] shown as black to white) and 2-D samples as a scatter plot; .npy writes
@@ -79,6 +81,15 @@ def resolve_schedule(spec: str | None, nfe: int | None) -> tuple[str, Any]:
     return spec, found[0][1]
 
 
+def _own_schedules(model: str) -> str | None:
+    """The ``schedules.json`` a straightened model directory carries (what it was trained along), if any."""
+    from ..models.model_dir import resolve_model_dir
+
+    folder = resolve_model_dir(model)
+    path = folder / "schedules.json" if folder is not None else None
+    return str(path) if path is not None and path.is_file() else None
+
+
 def _image_kind(shape: tuple[int, ...]) -> str | None:
     """``"grid"`` for (C, H, W) with C in (1, 3), ``"scatter"`` for 2-D points, else ``None``."""
     if len(shape) == 3 and shape[0] in (1, 3):
@@ -127,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
     from ..search.sampling import sample
 
     _check_suffix(args.out)
-    label, schedule = resolve_schedule(args.schedule, args.nfe)
+    label, schedule = resolve_schedule(args.schedule or _own_schedules(args.model), args.nfe)
     loaded = load_model(args.model)
     shape = shape_of(args.shape) or loaded.sample_shape
     if shape is None:

@@ -49,7 +49,7 @@ The printed cost is the Bellman path cost (sum of one-step errors per dimension)
 bellman, and the endpoint MSE per dimension against the fine trajectory for global-dp.
 
 A model is a preset (gmm-2d, gmm-64d: exact mixture flows), a shipped model (digits,
-digits-boss, fashion-mnist, gmm-2d-teacher), a model directory written by `bossflow teacher` or
+digits-boss-2, digits-boss-4, fashion-mnist, gmm-2d-teacher), a model directory written by `bossflow teacher` or
 `bossflow straighten`, or module:attribute / path/to/file.py:attribute naming a velocity
 model model(x, t) -> v (t = 0 noise, t = 1 data) or a zero-argument factory returning one.
 Prefix flow_matching: or torchcfm: (e.g. flow_matching:train.py:model) to wrap a model of

@@ -1,11 +1,14 @@
-"""Straighten a flow along a schedule (BOSS, Nguyen et al. 2024): regress v(x_a, s_a) on
-(x_b - x_a) / (t_b - t_a) for teacher states at consecutive schedule times; with
---objective rollout, the student's own K-step endpoint error against the teacher's
-solution; with --objective reflow, the reflow baseline (Liu et al. 2022) on the same couplings.
-Full fine-tuning, or LoRA adapters (peft) with --lora-rank. AdamW, gradient clipping,
-EMA weights, seeded, resumable. A saved diffusers pipeline (--model diffusers:DIR, SD3 or
-Flux) is straightened into a LoRA file that pipe.load_lora_weights(OUT) loads, trained as the
-pipeline evaluates its transformer (both classifier-free guidance branches).
+"""Straighten a flow along its schedule (BOSS, Nguyen et al. 2024), so that a few Euler steps
+land where its fine solution lands. By default each budget gets its own student trained on
+its own K-step rollout from the noise against the teacher's fine solution (pseudo-Huber,
+cosine decay); --objective boss regresses v(x_a, s_a) on (x_b - x_a) / (t_b - t_a) for
+teacher states at consecutive schedule times (the paper), blend matches the rollout's state
+after every step, reflow is the baseline (Liu et al. 2022) on the same couplings;
+--learn-times trains the schedule's times with the weights. Full fine-tuning, or LoRA
+adapters (peft) with --lora-rank. AdamW, gradient clipping, EMA weights, seeded, resumable.
+A saved diffusers pipeline (--model diffusers:DIR, SD3 or Flux) is straightened into a LoRA
+file that pipe.load_lora_weights(OUT) loads, trained as the pipeline evaluates its
+transformer (both classifier-free guidance branches).
 """
 
 from __future__ import annotations
@@ -22,13 +25,17 @@ from ._args import add_quiet, decay, int_list, non_negative_float, non_negative_
 
 EXAMPLES = """\
 examples:
-  bossflow schedule --model digits --family euler --nfe 2,4,6 --out runs/digits-sched.json
-  bossflow straighten --model digits --schedule runs/digits-sched.json --nfe 2 --out runs/digits-boss2
-  bossflow straighten --model digits --schedule runs/digits-sched.json --lora-rank 8 --steps 2000 --out runs/digits-lora
+  bossflow schedule --model digits --family euler --nfe 2,4 --out runs/digits-sched.json
+  bossflow straighten --model digits --schedule runs/digits-sched.json --out runs/digits-boss --threads 2
+      # one student per budget: runs/digits-boss/nfe-2 and nfe-4 (~18 min on 2 CPU cores)
+  bossflow sample --model runs/digits-boss/nfe-2 --out grid.png       # along the schedule it was trained for
+  bossflow straighten ... --learn-times             # train the step and evaluation times with the weights
+  bossflow straighten ... --objective boss --distance mse --lr-schedule constant --lr 1e-4 --budgets mixed
+      # the paper's recipe: per-step targets, one model for every budget
+  bossflow straighten --model digits --schedule runs/digits-sched.json --lora-rank 8 --out runs/digits-lora
   bossflow straighten --model digits --schedule runs/digits-sched.json --objective reflow --out runs/digits-reflow
   bossflow straighten ... --resume                  # continue after an interruption
   bossflow straighten ... --device auto --precision bf16 --micro-batch 16   # a GPU, large images
-  bossflow sample --model runs/digits-boss2 --schedule runs/digits-sched.json --nfe 2 --out grid.png
 
   # a saved diffusers pipeline into a LoRA (search its schedule first, step times only):
   bossflow schedule --model diffusers:path/to/sd3 --prompts prompts.txt --guidance-scale 4 --nfe 2,4 \\
@@ -37,14 +44,20 @@ examples:
       --lora-rank 16 --steps 2000 --out sd3-boss-lora --device cuda --precision bf16
   # then: pipe.load_lora_weights("sd3-boss-lora"); pipe(prompt, sigmas=..., guidance_scale=4)
 
+The default recipe (the winner of benchmarks/bench_straighten_payoff.py at equal compute):
+the rollout objective (the student's own K Euler steps from the noise, its endpoint against
+the teacher's fine solution), pseudo-Huber distance, AdamW at 2e-3 with cosine decay to 0,
+batch 512, EMA 0.999, 2,500 steps, 32,768 teacher trajectories, one student per budget.
+
 Pairs: the teacher's fine solutions (Euler on a uniform --grid-steps grid merged with the
 schedule times) from --samples seeded noises, kept at the schedule times. They are cached
 in --pairs (default OUT/pairs) and reused by every run given the same folder, teacher and
-times, e.g. a BOSS run and its reflow baseline. Without --nfe every schedule in the file
-is straightened at once (budgets mixed, as in the paper); --nfe 2 gives one model per budget.
-The output folder is a model directory (config.json + model.safetensors, EMA weights, LoRA
-merged) that every --model option accepts, plus schedules.json (the schedules it was
-straightened along) and checkpoint.safetensors (for --resume).
+times, e.g. a run and its reflow baseline. With several budgets in the file (or --nfe 2,4)
+each budget gets its own student in OUT/nfe-K (--budgets mixed: one for all in OUT, as in
+the paper). A student's folder is a model directory (config.json + model.safetensors, EMA
+weights, LoRA merged) that every --model option accepts, plus schedules.json (the schedule
+it was straightened along, or with --learn-times the learned one; `bossflow sample` uses it
+by default) and checkpoint.safetensors (for --resume).
 
 Pipelines: the pairs are the pipeline's own guided fine solutions for (prompt, noise) pairs
 (noise i takes prompt i mod P), in float16 shards of 32 noises in OUT/pairs; OUT then holds
@@ -59,32 +72,54 @@ schedule's K steps with and without the LoRA against the base pipeline's 100-ste
 HELP = "fine-tune a model so few Euler steps along its schedule land on its fine solution (BOSS; reflow baseline)"
 
 
+DEFAULTS = {"steps": (2500, 2000), "objective": ("rollout", "boss"), "distance": ("pseudo-huber", "mse"), "lr_schedule": ("cosine", "constant"),
+            "budgets": ("separate", "mixed")}
+"""The recipe's defaults, option -> (model directories, pipelines): the winner of
+benchmarks/bench_straighten_payoff.py for models; pipelines keep per-step targets (a rollout
+holds K transformer passes' activations) until a pipeline benchmark says otherwise."""
+FULL_LR, LORA_LR = 2e-3, 5e-3
+"""Learning rates of model directories under the default recipe (full fine-tuning, LoRA)."""
+
 OUTPUTS = {"out": "folder", "pairs": "folder"}
 """Output options -> what they name, checked writable before the command runs."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="the teacher: a shipped model (digits, fashion-mnist, gmm-2d-teacher, "
-                   "digits-boss), a model directory, or diffusers:DIR (a saved SD3/Flux pipeline, into a LoRA)")
+                   "digits-boss-2), a model directory, or diffusers:DIR (a saved SD3/Flux pipeline, into a LoRA)")
     p.add_argument("--schedule", metavar="FILE", help="schedule file from `bossflow schedule` (optional with --objective reflow)")
     p.add_argument("--nfe", type=int_list, metavar="K[,K...]", help="budgets of the file to straighten along (default: all)")
     p.add_argument("--out", required=True, metavar="DIR", help="output model directory (also holds checkpoint and pairs)")
-    p.add_argument("--objective", choices=list(_choices.OBJECTIVES), default="boss",
-                   help="boss (default: per-step targets), rollout (end-to-end K-step error), or the reflow baseline")
-    p.add_argument("--steps", type=positive_int, default=2000, metavar="N", help="optimizer steps (default: 2000)")
-    p.add_argument("--batch-size", type=positive_int, metavar="B", help="pairs per step (default: 128; pipelines 16)")
-    p.add_argument("--lr", type=positive_float, help="AdamW learning rate (default: 1e-4 full, 1e-3 LoRA)")
+    p.add_argument("--objective", choices=list(_choices.OBJECTIVES),
+                   help="rollout (default: the student's own K-step endpoint error; pipelines: boss), boss (the "
+                   "paper's per-step targets), blend (the rollout's state after every step), or the reflow baseline")
+    p.add_argument("--steps", type=positive_int, metavar="N", help="optimizer steps per student (default: 2500; pipelines 2000)")
+    p.add_argument("--batch-size", type=positive_int, metavar="B", help="pairs per step (default: 512; pipelines 16)")
+    p.add_argument("--lr", type=positive_float,
+                   help=f"AdamW learning rate (default: {FULL_LR:g} full, {LORA_LR:g} LoRA; pipelines 1e-3)")
     p.add_argument("--weight-decay", type=non_negative_float, default=0.0, help="AdamW weight decay (default: 0)")
     p.add_argument("--grad-clip", type=positive_float, default=1.0, help="maximum gradient norm (default: 1)")
     p.add_argument("--ema-decay", type=decay, default=0.999, help="EMA decay of the exported weights (default: 0.999)")
-    p.add_argument("--distance", choices=list(_choices.DISTANCES), default="mse", help="training distance (default: mse)")
+    p.add_argument("--distance", choices=list(_choices.DISTANCES),
+                   help="training distance (default: pseudo-huber; pipelines mse)")
+    p.add_argument("--lr-schedule", choices=list(_choices.LR_SCHEDULES),
+                   help="learning rate over the run: cosine decay to 0 (default; pipelines constant) or constant")
+    p.add_argument("--learn-times", action="store_true",
+                   help="rollout only: train the schedule's step and evaluation times with the weights; the "
+                   "exported schedules.json holds the learned times")
+    p.add_argument("--step-sampling", choices=list(_choices.STEP_SAMPLINGS), default="uniform",
+                   help="boss only: draw each schedule's steps uniformly, or by the teacher's Euler error on them "
+                   "(default: uniform)")
+    p.add_argument("--budgets", choices=["separate", "mixed"],
+                   help="with several budgets: one student per budget in OUT/nfe-K (separate, the default), or "
+                   "one student for all in OUT (mixed, as in the paper; pipelines: one LoRA); reflow trains one")
     p.add_argument("--lora-rank", type=positive_int, metavar="R",
                    help="train LoRA adapters of rank R instead of every weight (pipelines: always LoRA, default 16)")
     p.add_argument("--lora-alpha", type=positive_float, metavar="A", help="LoRA alpha (default: the rank)")
     p.add_argument("--lora-targets", metavar="NAME[,NAME...]",
                    help="modules to adapt (default: every nn.Linear and nn.Conv2d; pipelines: the attention projections "
                    "to_q, to_k, to_v, to_out.0 and their add_* text-stream twins)")
-    p.add_argument("--samples", type=positive_int, metavar="N", help="teacher trajectories (default: 4096; pipelines 256)")
+    p.add_argument("--samples", type=positive_int, metavar="N", help="teacher trajectories (default: 32768; pipelines 256)")
     p.add_argument("--pairs", metavar="DIR", help="pair cache folder, shareable between runs (default: OUT/pairs)")
     p.add_argument("--grid-steps", type=positive_int, metavar="N",
                    help="uniform fine grid of the teacher's solution, merged with the schedule times (default: 100; pipelines 40)")
@@ -115,8 +150,9 @@ def _schedules(path: str | None, nfes: list[int] | None, objective: str) -> list
     from ..evaluation.evaluate import schedule_sources
 
     if path is None:
-        if objective == "boss":
-            raise BossflowError("--objective boss straightens along a schedule: pass --schedule FILE (from `bossflow schedule`).")
+        if objective != "reflow":
+            raise BossflowError(f"--objective {objective} straightens along a schedule: pass --schedule FILE "
+                                "(from `bossflow schedule --family euler`).")
         if nfes:
             raise BossflowError("--nfe picks budgets of --schedule; pass the schedule file too.")
         return []
@@ -139,8 +175,8 @@ def _lora(args: argparse.Namespace) -> Any:
 
 
 def _teacher_folder(args: argparse.Namespace) -> Path:
-    """The teacher's model directory, with ``--out`` checked against what it already holds."""
-    from ..models.model_dir import CONFIG_NAME, resolve_model_dir
+    """The teacher's model directory."""
+    from ..models.model_dir import resolve_model_dir
 
     folder = resolve_model_dir(args.model)
     if folder is None:
@@ -148,17 +184,16 @@ def _teacher_folder(args: argparse.Namespace) -> Path:
             f"--model {args.model!r} is not a model directory; straightening needs a trained network saved as a model "
             "directory (a shipped teacher such as digits, or the output of `bossflow teacher`)."
         )
-    _pipeline_lora.check_out_folder(Path(args.out), CONFIG_NAME, "a model", args.resume)
     return folder
 
 
-def _export(args: argparse.Namespace, student: Any, record: dict, config: dict, schedules: list[Any], lora: Any) -> None:
-    """Write the student's model directory (and the schedules it was straightened along) and report."""
+def _export(args: argparse.Namespace, out: Path, student: Any, record: dict, config: dict, schedules: list[Any],
+            lora: Any) -> None:
+    """Write the student's model directory ``out`` (and the schedules it was straightened along) and report."""
     from .._version import __version__
     from ..core.schedules import save_schedules
     from ..models.model_dir import CONFIG_NAME, WEIGHTS_NAME, file_size_text, save_model_dir
 
-    out = Path(args.out)
     argv = ["bossflow", "straighten", *sys.argv[2:]] if len(sys.argv) > 2 and sys.argv[1] == "straighten" else None
     training = {**record, "teacher": str(args.model), "teacher_training": config.get("training"),
                 "schedule_file": args.schedule, "bossflow": __version__,
@@ -170,10 +205,48 @@ def _export(args: argparse.Namespace, student: Any, record: dict, config: dict, 
         save_schedules(out / "schedules.json", schedules, straightened=str(out), teacher=str(args.model))
     size = file_size_text((out / WEIGHTS_NAME).stat().st_size)
     budgets = f" along NFE {', '.join(str(s.nfe) for s in schedules)}" if schedules else ""
+    learned = " (times learned: " + "; ".join(
+        f"NFE {s.nfe} t={[round(float(t), 3) for t in s.times]} s={[round(float(v), 3) for v in s.evaluation_times]}"
+        for s in schedules) + ")" if record.get("learned_schedule") else ""
     print(f"straightened {args.model} ({args.objective}{', LoRA rank %d' % lora.rank if lora else ''}){budgets} "
-          f"for {args.steps} steps in {record['wall_seconds']:.0f} s, final loss {record['final_loss']:.4g}")
+          f"for {args.steps} steps in {record['wall_seconds']:.0f} s, final loss {record['final_loss']:.4g}{learned}")
     print(f"wrote {out / CONFIG_NAME} and {out / WEIGHTS_NAME} ({size})"
           + (f"; schedules in {out / 'schedules.json'}" if schedules else ""))
+
+
+def _students(args: argparse.Namespace, schedules: list[Any]) -> list[tuple[Path, list[Any]]]:
+    """``(output folder, schedules)`` of every student to train: one per budget in ``OUT/nfe-K`` with
+    ``--budgets separate`` and several budgets, else (reflow too: it ignores the budgets) one in
+    ``OUT``; each folder checked first."""
+    from ..models.model_dir import CONFIG_NAME
+
+    out = Path(args.out)
+    if args.budgets == "separate" and len(schedules) > 1 and args.objective != "reflow":
+        students = [(out / f"nfe-{s.nfe}", [s]) for s in schedules]
+    else:
+        students = [(out, schedules)]
+    if args.learn_times and any(len(group) > 1 for _, group in students):
+        raise BossflowError("--learn-times trains the times of one schedule per student; drop --budgets mixed "
+                            "or pick one budget with --nfe K.")
+    for folder, _ in students:
+        _pipeline_lora.check_out_folder(folder, CONFIG_NAME, "a model", args.resume)
+    return students
+
+
+def _refuse_model_only_options(args: argparse.Namespace) -> None:
+    """Refuse the recipe options a pipeline LoRA does not take yet (it trains one LoRA for all budgets)."""
+    given = [name for name, on in (("--learn-times", args.learn_times), ("--step-sampling error", args.step_sampling != "uniform"),
+                                   ("--lr-schedule cosine", args.lr_schedule != "constant"),
+                                   ("--budgets separate", args.budgets == "separate")) if on]
+    if given:
+        raise BossflowError(f"{', '.join(given)} apply to model directories only; a pipeline is straightened into one "
+                            "LoRA for all its budgets.")
+
+
+def _learned_meta(schedule: Any) -> dict[str, Any]:
+    """The provenance of times learned from ``schedule``: its own, less what described its search's result."""
+    kept = {k: v for k, v in schedule.meta.items() if k not in ("indices", "cost")}
+    return {**kept, "method": "learned", "learned_from": schedule.meta.get("method")}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -184,16 +257,20 @@ def run(args: argparse.Namespace) -> int:
     from ..core.schedules import Schedule
     from ..models.model_dir import load_model_dir
     from ..training.pairs import teacher_pairs
-    from ..training.straighten import add_lora, straighten
+    from ..training.straighten import add_lora, learned_schedule, straighten
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    _pipeline.resolve_defaults(args, _pipeline_lora.DEFAULTS, _pipeline_lora.OPTIONS)
+    _pipeline.resolve_defaults(args, {**_pipeline_lora.DEFAULTS, **DEFAULTS}, _pipeline_lora.OPTIONS)
     if _pipeline.is_pipeline(args):
+        _refuse_model_only_options(args)
         return _pipeline_lora.run(args)
+    if args.lr is None:
+        args.lr = LORA_LR if args.lora_rank is not None else FULL_LR
     teacher, config = load_model_dir(_teacher_folder(args))
     teacher = teacher.to(pick_device(args.device))
     schedules = _schedules(args.schedule, args.nfe, args.objective)
+    students = _students(args, schedules)
     lora = _lora(args)
     if lora is not None:
         add_lora(teacher, lora)  # check the settings and peft before generating pairs
@@ -204,17 +281,22 @@ def run(args: argparse.Namespace) -> int:
         cache_dir=args.pairs if args.pairs is not None else out / "pairs", model_id=str(args.model),
         progress=not args.quiet,
     )
-    try:
-        student, record = straighten(
-            teacher, pairs, objective=args.objective, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-            weight_decay=args.weight_decay, grad_clip=args.grad_clip, ema_decay=args.ema_decay, lora=lora,
-            distance=args.distance, seed=args.seed, out_dir=out, checkpoint_every=args.checkpoint_every,
-            resume=args.resume, micro_batch=args.micro_batch, precision=args.precision, progress=not args.quiet,
-        )
-    except KeyboardInterrupt:
-        print(f"bossflow: interrupted; the last checkpoint in {out} is kept: rerun with --resume to continue.",
-              file=sys.stderr)
-        return 130
-    if is_main():  # rank 0 writes the model directory and reports
-        _export(args, student, record, config, schedules, lora)
+    for folder, group in students:
+        try:
+            student, record = straighten(
+                teacher, pairs.select([s.nfe for s in group]) if group else pairs, objective=args.objective,
+                steps=args.steps, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+                grad_clip=args.grad_clip, ema_decay=args.ema_decay, lora=lora, distance=args.distance, seed=args.seed,
+                out_dir=folder, checkpoint_every=args.checkpoint_every, resume=args.resume,
+                micro_batch=args.micro_batch, precision=args.precision, progress=not args.quiet,
+                lr_schedule=args.lr_schedule, learn_times=args.learn_times, step_sampling=args.step_sampling,
+            )
+        except KeyboardInterrupt:
+            print(f"bossflow: interrupted; the last checkpoint in {folder} is kept: rerun with --resume to continue.",
+                  file=sys.stderr)
+            return 130
+        if is_main():  # rank 0 writes the model directory and reports
+            if args.learn_times:
+                group = [learned_schedule(record, **_learned_meta(group[0]))]
+            _export(args, folder, student, record, config, group, lora)
     return 0

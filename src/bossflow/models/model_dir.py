@@ -44,7 +44,8 @@ WEIGHTS_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 """Storage dtypes of ``model.safetensors``; weights are always loaded as float32."""
 
 SHIPPED: dict[str, str] = {"digits": "weights/digits", "gmm-2d-teacher": "weights/gmm-2d-teacher",
-                           "digits-boss": "weights/digits-boss", "fashion-mnist": "weights/fashion-mnist"}
+                           "digits-boss-2": "weights/digits-boss-2", "digits-boss-4": "weights/digits-boss-4",
+                           "fashion-mnist": "weights/fashion-mnist"}
 """Teachers shipped with the package: name -> folder inside the ``bossflow`` package."""
 
 

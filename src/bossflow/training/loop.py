@@ -19,6 +19,7 @@ Metadata: ``format`` (a tag naming the kind of run), ``step``, ``elapsed_seconds
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -34,6 +35,9 @@ from ..core.noise import sample_seed
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
 """The checkpoint's file name in a run's output folder."""
+
+LR_SCHEDULES = ("constant", "cosine")
+"""Learning-rate schedules: constant, or cosine decay to 0 over the run (:func:`learning_rate_at`)."""
 
 _RULES: dict[str, Callable[[Any], bool]] = {
     "a positive integer": lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
@@ -77,6 +81,13 @@ def check_resume(resume: bool, out_dir: str | os.PathLike | None) -> None:
     """Refuse ``resume`` without ``out_dir``, the folder that holds the checkpoint."""
     if resume and out_dir is None:
         raise BossflowError("resume needs out_dir, the folder holding the checkpoint.")
+
+
+def learning_rate_at(schedule: str, lr: float, step: int, steps: int) -> float:
+    """The learning rate of step ``step`` (from 0) of a ``steps``-step run under ``schedule`` (:data:`LR_SCHEDULES`)."""
+    if schedule == "constant":
+        return lr
+    return 0.5 * lr * (1.0 + math.cos(math.pi * min(step, steps) / steps))
 
 
 def ema_decay_at(decay: float, updates: int) -> float:
@@ -317,20 +328,26 @@ class Run:
         config: dict[str, Any],
         format_tag: str,
         out_dir: str | os.PathLike | None,
+        lr_factors: Mapping[str, float] | None = None,
     ) -> Run:
-        """A fresh run at step 0: EMA equal to the weights, AdamW, the generator seeded from ``seed``."""
+        """A fresh run at step 0: EMA equal to the weights, AdamW, the generator seeded from ``seed``.
+
+        Args:
+            lr_factors: learning-rate multiples by parameter-name prefix (a parameter group each);
+                the rest train at ``lr``.
+        """
         if names is None:
             ema = {name: value.detach().clone() for name, value in module.state_dict().items()}
-            parameters = list(module.parameters())
+            named = list(module.named_parameters())
         else:
             params = dict(module.named_parameters())
             ema = {name: params[name].detach().clone() for name in names}
-            parameters = [params[n] for n in names]
+            named = [(n, params[n]) for n in names]
         return cls(
             module=module,
             names=names,
             ema=ema,
-            optimizer=torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay),
+            optimizer=torch.optim.AdamW(_parameter_groups(named, lr, lr_factors or {}), lr=lr, weight_decay=weight_decay),
             generator=torch.Generator().manual_seed(sample_seed(seed, 1)),
             config=config,
             format_tag=format_tag,
@@ -393,6 +410,11 @@ class Run:
         self.losses = [float(v) for v in tensors["losses"].tolist()]
         self.elapsed_before = float(metadata.get("elapsed_seconds", "0"))
 
+    def set_learning_rate(self, lr: float) -> None:
+        """Set every parameter group's learning rate to ``lr`` times its ``lr_factor``."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr * group["lr_factor"]
+
     def update_ema(self, decay: float, step: int) -> None:
         """Fold the current weights into :attr:`ema` after optimizer step ``step`` (:func:`update_ema`)."""
         update_ema(self.ema, self.state(), decay, step)
@@ -436,3 +458,13 @@ class Run:
     def summary(self, elapsed: float) -> dict[str, Any]:
         """The record entries both kinds of run share: ``loss_curve``, ``wall_seconds`` and ``threads``."""
         return {"loss_curve": loss_curve(self.losses), "wall_seconds": round(elapsed, 1), "threads": torch.get_num_threads()}
+
+
+def _parameter_groups(named: list[tuple[str, nn.Parameter]], lr: float,
+                      lr_factors: Mapping[str, float]) -> list[dict[str, Any]]:
+    """AdamW parameter groups: the parameters under each prefix of ``lr_factors``, then the rest (factor 1)."""
+    groups: dict[float, list[nn.Parameter]] = {}
+    for name, parameter in named:
+        factor = next((f for prefix, f in lr_factors.items() if name.startswith(prefix)), 1.0)
+        groups.setdefault(factor, []).append(parameter)
+    return [{"params": params, "lr": lr * factor, "lr_factor": factor} for factor, params in groups.items()]

@@ -16,6 +16,12 @@ back-propagated through all K model calls. BOSS trains every step on the teacher
 here each step is trained on the states the student itself reaches, so early errors are
 corrected downstream. It costs K forward/backward passes per pair instead of one.
 
+Objective ``"blend"``: the rollout, with the student's state after every step pulled to the
+teacher's state at that time (the mean of the K distances), so intermediate states stay on
+the teacher's path. With ``learn_times`` the rollout's step and evaluation times are trained
+with the weights (:mod:`bossflow.training.learned_times`). Batches of every objective come
+from :mod:`bossflow.training.batches`.
+
 Objective ``"reflow"`` (Liu et al. 2022, the baseline): on the same teacher's couplings
 ``(x_0, x_1)`` (noise and fine solution), regress ``v(x_t, t)`` on ``x_1 - x_0`` at
 ``x_t = (1 - t) x_0 + t x_1``, ``t ~ U(0, 1)``, at the same number of gradient steps.
@@ -50,16 +56,26 @@ from torch import Tensor, nn
 from ..core.distributed import PRECISIONS, all_reduce_sum_float64, is_main, on_main, rank, shard_range, world_size
 from ..core.errors import BossflowError
 from ..core.noise import sample_seed
-from .loop import CHECKPOINT_NAME, Run, check_resume, check_settings, loop_settings
+from ..core.schedules import Schedule
+from .batches import STEP_SAMPLINGS, draw_batch, step_errors, transition_table, weight_steps_by_error
+from .learned_times import LearnedTimes
+from .loop import CHECKPOINT_NAME, LR_SCHEDULES, Run, check_resume, check_settings, learning_rate_at, loop_settings
 from .pairs import PairData
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "bossflow.straighten-checkpoint/1"
-OBJECTIVES = ("boss", "rollout", "reflow")
+OBJECTIVES = ("boss", "rollout", "blend", "reflow")
+ROLLOUTS = ("rollout", "blend")
+"""The objectives that run the student's own Euler steps along a schedule."""
+TIMES_LR_FACTOR = 10.0
+"""Learned times (``learn_times``) train at this multiple of the weights' learning rate: a handful of
+parameters, each moving the whole schedule, that would otherwise barely move in a short run."""
 
 _RESUME_KEYS = ("objective", "lora", "batch_size", "lr", "weight_decay", "grad_clip", "ema_decay", "seed",
-                "distance", "teacher_sha256", "pairs", "precision")
+                "distance", "teacher_sha256", "pairs", "precision", "lr_schedule", "learn_times", "step_sampling")
+_OLD_CHECKPOINT_DEFAULTS = {"precision": "fp32", "lr_schedule": "constant", "learn_times": False, "step_sampling": "uniform"}
+"""What checkpoints written before a setting existed were made with."""
 
 
 def mse_distance(prediction: Tensor, target: Tensor) -> Tensor:
@@ -136,82 +152,38 @@ def merge_lora(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model).merge_and_unload()
 
 
-def _float(states: Tensor) -> Tensor:
-    """States in float32 when they are stored in float16 (targets are differences: half precision would round them)."""
-    return states.float() if states.dtype == torch.float16 else states
-
-
-def _boss_batch(pairs: PairData, table: dict[str, Tensor], generator: torch.Generator,
-                batch_size: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """``(x_a, s_a, target, sample)``: a schedule uniformly, one of its steps uniformly, a noise uniformly."""
-    group = torch.randint(table["counts"].numel(), (batch_size,), generator=generator)
-    within = (torch.rand(batch_size, generator=generator, dtype=torch.float64) * table["counts"][group]).long()
-    step = table["offsets"][group] + torch.minimum(within, table["counts"][group] - 1)
-    sample = torch.randint(pairs.n_samples, (batch_size,), generator=generator)
-    a, b = table["a"][step], table["b"][step]
-    x_a, x_b = _float(pairs.states[sample, a]), _float(pairs.states[sample, b])
-    dt = (table["times"][b] - table["times"][a]).reshape(-1, *([1] * (x_a.ndim - 1)))
-    target = (x_b - x_a) / dt.to(x_a.dtype)
-    return x_a, table["eval"][step].to(x_a.dtype), target, sample
-
-
-def _reflow_batch(pairs: PairData, generator: torch.Generator, batch_size: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """``(x_t, t, x_1 - x_0, sample)`` on the teacher's couplings, ``t ~ U(0, 1)``."""
-    sample = torch.randint(pairs.n_samples, (batch_size,), generator=generator)
-    x0, x1 = _float(pairs.states[sample, 0]), _float(pairs.states[sample, -1])
-    t = torch.rand(batch_size, generator=generator, dtype=x0.dtype)
-    tt = t.reshape(-1, *([1] * (x0.ndim - 1)))
-    return (1 - tt) * x0 + tt * x1, t, x1 - x0, sample
-
-
-def _rollout_batch(pairs: PairData, table: dict[str, Tensor], generator: torch.Generator,
-                   batch_size: int) -> tuple[Tensor, Tensor, list[tuple[float, float]], Tensor]:
-    """``(x_0, x_1, steps, sample)`` for a rollout along one schedule (drawn uniformly): ``steps = [(t_b - t_a, s_a), ...]``."""
-    group = int(torch.randint(table["counts"].numel(), (1,), generator=generator))
-    sample = torch.randint(pairs.n_samples, (batch_size,), generator=generator)
-    first = int(table["offsets"][group])
-    steps = []
-    for step in range(first, first + int(table["counts"][group])):
-        a, b = int(table["a"][step]), int(table["b"][step])
-        steps.append((float(table["times"][b] - table["times"][a]), float(table["eval"][step])))
-    return _float(pairs.states[sample, int(table["a"][first])]), _float(pairs.states[sample, -1]), steps, sample
-
-
 class _Objective(nn.Module):
     """The per-sample training distances of one batch in one forward call (what DistributedDataParallel wraps).
 
-    Without ``steps``: ``distance(student(x, t, **cond), target)``. With ``steps = [(dt, s), ...]``:
-    the student's own Euler rollout ``x <- x + dt * student(x, s, **cond)`` from ``x``, then
-    ``distance(x, target)``. ``cond`` is the batch's per-sample conditioning (prompt embeddings).
+    Without ``steps``: ``distance(student(x, t, **cond), target)``. With ``steps = [(dt, s), ...]``
+    (or ``times``, learned ones): the student's own Euler rollout ``x <- x + dt * student(x, s, **cond)``
+    from ``x``, then ``distance(x, target)``; with ``every_step`` the mean over the K steps of
+    ``distance(x_k, target[:, k])``, the student's state after step k against the teacher's.
+    ``cond`` is the batch's per-sample conditioning (prompt embeddings).
     """
 
-    def __init__(self, student: nn.Module, distance: Callable[[Tensor, Tensor], Tensor]) -> None:
+    def __init__(self, student: nn.Module, distance: Callable[[Tensor, Tensor], Tensor], *,
+                 times: LearnedTimes | None = None, every_step: bool = False) -> None:
         super().__init__()
         self.student = student
         self.distance = distance
+        self.times = times
+        self.every_step = every_step
 
     def forward(self, x: Tensor, t: Tensor | None, target: Tensor, steps: list[tuple[float, float]] | None = None,
                 cond: dict[str, Tensor] | None = None) -> Tensor:
         cond = cond or {}
         if not steps:
             return self.distance(self.student(x, t, **cond), target)
-        for dt, s in steps:
-            x = x + dt * self.student(x, torch.full((x.shape[0],), s, dtype=x.dtype, device=x.device), **cond)
-        return self.distance(x, target)
-
-
-def _transition_table(pairs: PairData) -> dict[str, Tensor]:
-    nfes = pairs.nfes
-    counts = torch.tensor([sum(tr.nfe == k for tr in pairs.transitions) for k in nfes])
-    ordered = sorted(pairs.transitions, key=lambda tr: tr.nfe)
-    return {
-        "counts": counts,
-        "offsets": torch.cumsum(counts, 0) - counts,
-        "a": torch.tensor([tr.a for tr in ordered]),
-        "b": torch.tensor([tr.b for tr in ordered]),
-        "eval": torch.tensor([tr.eval_time for tr in ordered], dtype=torch.float64),
-        "times": torch.tensor(np.asarray(pairs.times, dtype=np.float64)),
-    }
+        sizes, evals = self.times.steps() if self.times is not None else zip(*steps)
+        distances = []
+        for k, (dt, s) in enumerate(zip(sizes, evals)):
+            s = s.to(x).expand(x.shape[0]) if torch.is_tensor(s) else torch.full((x.shape[0],), s, dtype=x.dtype,
+                                                                                  device=x.device)
+            x = x + dt * self.student(x, s, **cond)
+            if self.every_step:
+                distances.append(self.distance(x, target[:, k]))
+        return torch.stack(distances).mean(0) if self.every_step else self.distance(x, target)
 
 
 def _trainable_names(model: nn.Module) -> list[str]:
@@ -240,6 +212,9 @@ def straighten(
     progress: bool = True,
     on_step: Callable[[int, float], None] | None = None,
     student: nn.Module | None = None,
+    lr_schedule: str = "constant",
+    learn_times: bool = False,
+    step_sampling: str = "uniform",
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Fine-tune a copy of ``teacher`` on ``pairs``: BOSS straightening or the reflow baseline.
 
@@ -248,7 +223,8 @@ def straighten(
             ``student`` is given (the pairs' ``model_sha256`` then names the teacher).
         pairs: teacher states from :func:`bossflow.pairs.teacher_pairs`.
         objective: ``"boss"`` (steps of the schedules), ``"rollout"`` (the student's own K-step
-            endpoint error) or ``"reflow"`` (straight couplings).
+            endpoint error), ``"blend"`` (the rollout's state after every step against the
+            teacher's) or ``"reflow"`` (straight couplings).
         steps: total optimizer steps (on resume, the target step).
         batch_size: pairs per step (the global batch: processes under ``torch.distributed`` share it).
         lr: AdamW learning rate; ``None``: 1e-4 for full fine-tuning, 1e-3 for LoRA.
@@ -272,6 +248,13 @@ def straighten(
             parameters that require gradients are trained (a diffusers transformer with LoRA
             adapters inside the pipeline's velocity, say); ``lora`` then only describes them.
             It is returned with the EMA weights, adapters kept (not merged).
+        lr_schedule: ``"constant"``, or ``"cosine"``: decay from ``lr`` to 0 over ``steps``.
+        learn_times: ``"rollout"`` along one schedule only: train its step and evaluation times
+            with the weights (:class:`~bossflow.training.learned_times.LearnedTimes`, at
+            :data:`TIMES_LR_FACTOR` times ``lr``); the record's ``learned_schedule`` holds them
+            (EMA), and :func:`learned_schedule` turns it into the schedule to sample with.
+        step_sampling: ``"boss"`` only: ``"uniform"`` steps, or ``"error"``: each schedule's steps
+            drawn in proportion to the teacher's own Euler error on them (its hard steps).
 
     Returns:
         ``(student, record)``: the plain float32 network with the EMA weights (LoRA merged), in
@@ -285,26 +268,85 @@ def straighten(
         teacher if student is None else student, pairs, objective=objective, steps=steps, batch_size=batch_size, lr=lr, grad_clip=grad_clip,
         ema_decay=ema_decay, lora=lora, distance=distance, seed=seed, checkpoint_every=checkpoint_every,
         resume=resume, out_dir=out_dir, micro_batch=micro_batch, precision=precision)
+    _check_recipe(pairs, objective=objective, lr_schedule=lr_schedule, learn_times=learn_times,
+                  step_sampling=step_sampling)
     config = _resume_config(teacher, pairs, objective=objective, lora=lora, batch_size=batch_size, lr=lr,
                             weight_decay=weight_decay, grad_clip=grad_clip, ema_decay=ema_decay, seed=seed,
-                            distance=distance_name, precision=precision)
+                            distance=distance_name, precision=precision) | {
+        "lr_schedule": lr_schedule, "learn_times": learn_times, "step_sampling": step_sampling}
     prepared = student is not None
     if prepared and not any(p.requires_grad for p in student.parameters()):
         raise BossflowError("the prepared student has no parameter that requires gradients; nothing would be trained.")
     student = _student(teacher, lora, seed) if not prepared else student.train()
-    run = Run.new(student, _trainable_names(student), lr=lr, weight_decay=weight_decay, seed=seed, config=config,
-                  format_tag=CHECKPOINT_FORMAT, out_dir=out_dir)
+    times = LearnedTimes(_only_schedule(pairs)) if learn_times else None
+    trained = student if times is None else nn.ModuleDict({"student": student, "times": times})
+    run = Run.new(trained, _trainable_names(trained), lr=lr, weight_decay=weight_decay, seed=seed, config=config,
+                  format_tag=CHECKPOINT_FORMAT, out_dir=out_dir, lr_factors={"times.": TIMES_LR_FACTOR})
     # Rank 0 reads the checkpoint; it is global, so any number of ranks resumes it.
     found = on_main(lambda: run.read_checkpoint(resume, "straightening"))
     if found is not None:
-        run.restore(found, steps, _RESUME_KEYS, defaults={"precision": "fp32"})  # checkpoints before bf16 were fp32
+        run.restore(found, steps, _RESUME_KEYS, defaults=_OLD_CHECKPOINT_DEFAULTS)
         logger.info("resuming %s from step %d", run.path, run.start)
-    one_step = _step_function(run, pairs, distance_fn, objective=objective, batch_size=batch_size,
-                              micro_batch=micro_batch, precision=precision, grad_clip=grad_clip, ema_decay=ema_decay)
+    table = _steps_table(teacher if teacher is not None else student, pairs, objective, step_sampling)
+    objective_fn = _Objective(student, distance_fn, times=times, every_step=objective == "blend")
+    one_step = _step_function(run, pairs, objective_fn, table, objective=objective, batch_size=batch_size, steps=steps,
+                              micro_batch=micro_batch, precision=precision, grad_clip=grad_clip, ema_decay=ema_decay,
+                              lr_schedule=lr_schedule)
     label = f"{objective}{' LoRA' if lora is not None else ''}"
     elapsed = run.train(steps, one_step, checkpoint_every=checkpoint_every, progress=progress and is_main(),
                         desc=f"straighten ({label})", on_step=on_step, writes=is_main())
-    return _export(teacher, run, merge=not prepared), _record(run, steps, elapsed)
+    exported = _export(teacher, run, student, merge=not prepared)
+    record = _record(run, steps, elapsed)
+    if times is not None:
+        learned = times.to_schedule()
+        record["learned_schedule"] = {"times": learned.times.tolist(), "eval_times": learned.evaluation_times.tolist()}
+    return exported, record
+
+
+def learned_schedule(record: dict[str, Any], **meta: Any) -> Schedule:
+    """The schedule a ``learn_times`` run ended with (from its record), to sample its student along.
+
+    Raises:
+        BossflowError: the record is not one of a ``learn_times`` run.
+    """
+    found = record.get("learned_schedule")
+    if not found:
+        raise BossflowError("this straightening run did not learn its times (learn_times=False).")
+    return Schedule(found["times"], eval_times=found["eval_times"], **meta)
+
+
+def _check_recipe(pairs: PairData, *, objective: str, lr_schedule: str, learn_times: bool, step_sampling: str) -> None:
+    """Check the settings of :func:`straighten` beyond the loop's: learning-rate schedule, learned times, step draws."""
+    if lr_schedule not in LR_SCHEDULES:
+        raise BossflowError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {lr_schedule!r}.")
+    if step_sampling not in STEP_SAMPLINGS:
+        raise BossflowError(f"step_sampling must be one of {', '.join(STEP_SAMPLINGS)}, got {step_sampling!r}.")
+    if step_sampling != "uniform" and objective != "boss":
+        raise BossflowError(f"step_sampling {step_sampling!r} picks the steps of the boss objective, not of {objective}.")
+    if learn_times:
+        if objective != "rollout":
+            raise BossflowError(f"learned times train through the student's rollout: use objective rollout, not {objective}.")
+        _only_schedule(pairs)
+
+
+def _only_schedule(pairs: PairData) -> Schedule:
+    """The one schedule of ``pairs`` (learned times follow one budget)."""
+    if len(pairs.nfes) != 1:
+        raise BossflowError(f"learned times follow one schedule; these pairs hold NFE {pairs.nfes}: straighten one budget "
+                            "at a time (pairs.select([k]), or --nfe K).")
+    steps = sorted(pairs.transitions, key=lambda tr: tr.a)
+    times = [float(pairs.times[steps[0].a])] + [float(pairs.times[tr.b]) for tr in steps]
+    return Schedule(times, eval_times=[tr.eval_time for tr in steps])
+
+
+def _steps_table(teacher: nn.Module, pairs: PairData, objective: str, step_sampling: str) -> dict[str, Tensor] | None:
+    """The schedules' steps to draw from (``None`` for reflow), weighted by the teacher's error when asked."""
+    if objective == "reflow":
+        return None
+    table = transition_table(pairs)
+    if step_sampling == "error":
+        weight_steps_by_error(table, step_errors(teacher, pairs, table))
+    return table
 
 
 def _check_settings(
@@ -406,14 +448,17 @@ def _student(teacher: nn.Module, lora: LoraSettings | None, seed: int) -> nn.Mod
 def _step_function(
     run: Run,
     pairs: PairData,
-    distance: Callable[[Tensor, Tensor], Tensor],
+    objective_fn: _Objective,
+    table: dict[str, Tensor] | None,
     *,
     objective: str,
     batch_size: int,
+    steps: int,
     micro_batch: int | None,
     precision: str,
     grad_clip: float,
     ema_decay: float,
+    lr_schedule: str,
 ) -> Callable[[int], float]:
     """``one_step(step) -> loss``: one optimizer step of ``run`` on a global batch (its mean distance).
 
@@ -423,16 +468,16 @@ def _step_function(
     """
     world, me = world_size(), rank()
     device = next(run.module.parameters()).device
-    objective_fn = _Objective(run.module, distance)
     if world > 1:
         objective_fn = nn.parallel.DistributedDataParallel(objective_fn,
                                                            device_ids=[device] if device.type == "cuda" else None)
     rows = slice(*shard_range(batch_size, me, world)) if world > 1 else None
-    table = _transition_table(pairs) if objective != "reflow" else None
     trained = list(run.state().values())
+    lr = run.config["lr"]
 
     def one_step(step: int) -> float:
-        x, t, target, rollout, cond = _draw_batch(objective, pairs, table, run.generator, batch_size, rows, device)
+        x, t, target, rollout, cond = draw_batch(objective, pairs, table, run.generator, batch_size, rows, device)
+        run.set_learning_rate(learning_rate_at(lr_schedule, lr, step, steps))
         run.optimizer.zero_grad(set_to_none=True)
         # Loss = sum of this share's distances * scale: the global batch mean once DDP averages over ranks.
         total = _accumulate_gradients(objective_fn, x, t, target, rollout, cond, micro_batch=micro_batch,
@@ -447,37 +492,6 @@ def _step_function(
         return loss_value
 
     return one_step
-
-
-def _draw_batch(
-    objective: str,
-    pairs: PairData,
-    table: dict[str, Tensor] | None,
-    generator: torch.Generator,
-    batch_size: int,
-    rows: slice | None,
-    device: torch.device,
-) -> tuple[Tensor, Tensor | None, Tensor, list[tuple[float, float]] | None, dict[str, Tensor]]:
-    """One global batch of ``objective``, this process's ``rows`` of it (``None``: all) on ``device``.
-
-    Returns:
-        ``(x, t, target, rollout, cond)``: ``t`` is ``None`` for ``"rollout"``, whose Euler steps
-        ``rollout`` are; ``cond`` the rows' per-sample conditioning (``{}`` when unconditional).
-    """
-    t, rollout = None, None
-    if objective == "rollout":
-        x, target, rollout, sample = _rollout_batch(pairs, table, generator, batch_size)
-    elif objective == "boss":
-        x, t, target, sample = _boss_batch(pairs, table, generator, batch_size)
-    else:
-        x, t, target, sample = _reflow_batch(pairs, generator, batch_size)
-    if rows is not None:
-        x, target, sample = x[rows], target[rows], sample[rows]
-        t = t[rows] if t is not None else None
-    x, target = x.to(device), target.to(device)
-    t = t.to(device) if t is not None else None
-    cond = {k: v.to(device) for k, v in pairs.cond_rows(sample).items()}
-    return x, t, target, rollout, cond
 
 
 def _accumulate_gradients(
@@ -510,12 +524,15 @@ def _accumulate_gradients(
     return total
 
 
-def _export(teacher: nn.Module | None, run: Run, *, merge: bool = True) -> nn.Module:
-    """The network with ``run``'s EMA weights (LoRA merged unless ``merge`` is false), frozen, in eval mode."""
+def _export(teacher: nn.Module | None, run: Run, student: nn.Module, *, merge: bool = True) -> nn.Module:
+    """``student`` with ``run``'s EMA weights (LoRA merged unless ``merge`` is false), frozen, in eval mode.
+
+    The EMA is copied into everything the run trained: learned times included.
+    """
     with torch.no_grad():
         for name, value in run.state().items():
             value.copy_(run.ema[name])
-    result = merge_lora(run.module) if merge and run.config["lora"] is not None else run.module
+    result = merge_lora(student) if merge and run.config["lora"] is not None else student
     for p in result.parameters():
         p.requires_grad_(False)
     result.eval()
@@ -547,6 +564,8 @@ _OBJECTIVE_TEXT = {
     "boss": "BOSS straightening: || v(x_a, s_a) - (x_b - x_a) / (t_b - t_a) ||^2 on teacher states at consecutive schedule times",
     "rollout": "rollout: || Euler_K(v, x_0) - x_1 ||^2, the student's own K-step Euler rollout along a schedule vs the "
                "teacher's fine solution (back-propagated through all K steps)",
+    "blend": "blend: mean over k of || Euler_k(v, x_0) - x_{t_k} ||^2, the student's own state after each of its K Euler "
+             "steps vs the teacher's state at that time (back-propagated through the rollout)",
     "reflow": "reflow: || v(x_t, t) - (x_1 - x_0) ||^2, x_t = (1 - t) x_0 + t x_1 on teacher couplings, t ~ U(0, 1)",
 }
 
@@ -557,6 +576,7 @@ __all__ = [
     "LoraSettings",
     "OBJECTIVES",
     "add_lora",
+    "learned_schedule",
     "lora_targets",
     "merge_lora",
     "mse_distance",

@@ -16,7 +16,7 @@ What it measures
   * schedule and student together: the rollout with learned step and evaluation times, and
     the rollout student with its schedule searched again on it (``--family euler``);
   * one model for both budgets: BOSS mixed (the paper's recipe), the rollout mixed, and LoRA
-    adapters per budget on the shared teacher (rank 16, merged; the adapters are ~40 % of a
+    adapters per budget on the shared teacher (rank 16, merged; the adapters are a third of a
     full copy for this small network);
   * reflow on the same couplings (Liu et al. 2022), one model scored at both budgets;
   * the cheapest way: 16,384 instead of 32,768 trajectories; batch 256 instead of 512.
@@ -26,9 +26,10 @@ What it measures
   the teacher's at 100 Euler steps, and the RMSE against that 100-step solution.
 
 Targets (issue 21)
-  Best straightened digits student: 2 NFE ≤ 1.3× and 4 NFE ≤ 1.05× (at the shipped run's
-  compute: see README); every objective row ahead of reflow; at 2 NFE clearly better than the
-  teacher along the best searched schedule. Fashion-MNIST: 2 NFE ≤ 1.5×.
+  Every recipe ahead of reflow at equal compute; at 2 NFE the best clearly better (under half
+  the FD×) than the teacher along its best searched schedule. (The absolute targets of the
+  shipped students, 2 NFE ≤ 1.3× and 4 NFE ≤ 1.05× from a 20-minute run, are checked by
+  ``bench_straightened.py``.)
 
 Command
   python benchmarks/bench_straighten_payoff.py                 # digits, 2 worker processes: ~30 min on 2 cores
@@ -242,9 +243,11 @@ def verdicts(cells: list[dict], nfes: tuple[int, ...]) -> list[str]:
         if not trained:
             continue
         best = min(trained, key=lambda c: c["fd_ratio"])
-        lines.append(f"- NFE {k}: best recipe {best['row']} FD× {best['fd_ratio']:.2f} vs the teacher's best schedule "
-                     f"alone {schedule_alone:.2f}: {'PASS' if best['fd_ratio'] < 0.5 * schedule_alone else 'FAIL'} "
-                     "(clearly better: under half)")
+        line = (f"- NFE {k}: best recipe {best['row']} FD× {best['fd_ratio']:.2f}, "
+                f"{schedule_alone / best['fd_ratio']:.2f}× lower than the teacher's best schedule alone ({schedule_alone:.2f})")
+        if k == 2:  # issue 21 asks for a clear gain at 2 NFE
+            line += f": {'PASS' if best['fd_ratio'] < 0.5 * schedule_alone else 'FAIL'} (clearly better: under half)"
+        lines.append(line)
         reflow = by.get(("reflow", k))
         if reflow:
             behind = [c["row"] for c in trained if c["fd_ratio"] >= reflow["fd_ratio"]]

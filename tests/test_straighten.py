@@ -413,6 +413,8 @@ def test_cmd_straighten_lora_and_reflow_share_the_pairs(tmp_path, capsys, schedu
     (["--model", "gmm-2d-teacher", "--schedule", "SCHED", "--lora-alpha", "4"], "--lora-rank"),
     (["--model", "gmm-2d-teacher", "--schedule", "SCHED", "--lora-rank", "2", "--lora-targets", "nope"], "not nn.Linear"),
     (["--model", "NOTADIR"], "no config.json"),
+    (["--model", "gmm-2d-teacher", "--schedule", "SCHED", "--objective", "boss", "--learn-times"], "--objective rollout"),
+    (["--model", "gmm-2d-teacher", "--schedule", "SCHED", "--step-sampling", "error"], "--objective boss"),
 ])
 def test_cmd_straighten_bad_input_is_one_line(tmp_path, capsys, schedules, extra, words):
     sched = _schedule_file(tmp_path, schedules)

@@ -225,6 +225,11 @@ def _students(args: argparse.Namespace, schedules: list[Any]) -> list[tuple[Path
         students = [(out / f"nfe-{s.nfe}", [s]) for s in schedules]
     else:
         students = [(out, schedules)]
+    if args.learn_times and args.objective != "rollout":
+        raise BossflowError(f"--learn-times trains the times through the student's rollout: use --objective rollout, "
+                            f"not {args.objective}.")
+    if args.step_sampling != "uniform" and args.objective != "boss":
+        raise BossflowError(f"--step-sampling {args.step_sampling} picks the steps of --objective boss, not of {args.objective}.")
     if args.learn_times and any(len(group) > 1 for _, group in students):
         raise BossflowError("--learn-times trains the times of one schedule per student; drop --budgets mixed "
                             "or pick one budget with --nfe K.")

@@ -415,6 +415,8 @@ def test_cmd_straighten_lora_and_reflow_share_the_pairs(tmp_path, capsys, schedu
     (["--model", "NOTADIR"], "no config.json"),
     (["--model", "gmm-2d-teacher", "--schedule", "SCHED", "--objective", "boss", "--learn-times"], "--objective rollout"),
     (["--model", "gmm-2d-teacher", "--schedule", "SCHED", "--step-sampling", "error"], "--objective boss"),
+    (["--model", "diffusers:NOTADIR", "--schedule", "SCHED", "--learn-times", "--budgets", "separate"],
+     "--learn-times, --budgets separate apply to model directories only"),
 ])
 def test_cmd_straighten_bad_input_is_one_line(tmp_path, capsys, schedules, extra, words):
     sched = _schedule_file(tmp_path, schedules)

@@ -71,19 +71,16 @@ NFES = (2, 4)
 
 @dataclass(frozen=True)
 class Row:
-    """One student recipe: ``straighten`` settings plus how budgets, pairs and batch are used."""
+    """One student recipe: ``straighten`` settings plus how budgets, pairs and batch are used
+    (``batch_size`` ``None``: the run's ``--batch-size``)."""
 
     label: str
     settings: dict[str, Any] = field(default_factory=dict)
     mixed: bool = False
     samples: int | None = None
-    batch_size: int = 512
+    batch_size: int | None = None
     lora: int | None = None
     research: bool = False
-
-    @property
-    def slug(self) -> str:
-        return self.label
 
 
 ROWS = [
@@ -149,7 +146,7 @@ def train_job(job: dict[str, Any]) -> str:
         return str(folder)
     teacher, config = load_model_dir(resolve_model_dir(job["teacher"]))
     pairs = pairs_subset(_PAIRS, row.samples).select(job["nfes"])
-    batch_size = job["batch_size"] or row.batch_size
+    batch_size = job["batch_size"]
     steps = max(1, round(job["passes"] * len(job["nfes"]) / (batch_size * calls_per_step(row, tuple(job["nfes"])))))
     settings = {"lr": 2e-3, "lr_schedule": "cosine", **row.settings}
     student, record = straighten(teacher, pairs, steps=steps, batch_size=batch_size, seed=0, out_dir=folder,
@@ -162,15 +159,13 @@ def train_job(job: dict[str, Any]) -> str:
     return str(folder)
 
 
-def jobs_of(rows: list[Row], args: argparse.Namespace, out: Path, paths: dict[str, str]) -> list[dict[str, Any]]:
+def jobs_of(rows: list[Row], args: argparse.Namespace, out: Path) -> list[dict[str, Any]]:
     """One training job per row and budget (one per row when it serves both budgets)."""
     jobs = []
     for row in rows:
         for nfes in ([list(args.nfes)] if row.mixed else [[k] for k in args.nfes]):
-            jobs.append({"row": row, "nfes": nfes, "all_nfes": list(args.nfes), "passes": args.passes,
-                         "folder": str(out / row.slug / "-".join(map(str, nfes))), "samples": args.samples,
-                         "batch_size": args.batch_size if row.batch_size == 512 else None, "teacher": args.teacher,
-                         **paths})
+            jobs.append({"row": row, "nfes": nfes, "passes": args.passes, "batch_size": row.batch_size or args.batch_size,
+                         "folder": str(out / row.label / "-".join(map(str, nfes))), "teacher": args.teacher})
     return jobs
 
 
@@ -192,13 +187,12 @@ class Scorer:
         return {"fd_ratio": dataset_frechet_distance(self.name, x) / self.fd_teacher, "rmse": bf.endpoint_rmse(x, self.reference)}
 
 
-def score_rows(rows: list[Row], jobs: list[dict[str, Any]], scorer: Scorer, schedules: dict, args) -> list[dict]:
+def score_rows(teacher: Any, shape: tuple[int, ...], jobs: list[dict[str, Any]], scorer: Scorer, schedules: dict,
+               nfes: tuple[int, ...]) -> list[dict]:
     """The table's cells: teachers without training, then every trained student along its schedule."""
-    teacher, config = load_model_dir(resolve_model_dir(args.teacher))
-    shape = tuple(config["sample_shape"])
-    found = SEARCHES["auto"](teacher, bf.gaussian_noise(256, shape, seed=0), bf.uniform_schedule(100).times, list(args.nfes))
+    found = SEARCHES["auto"](teacher, bf.gaussian_noise(256, shape, seed=0), bf.uniform_schedule(100).times, list(nfes))
     cells = []
-    for k in args.nfes:
+    for k in nfes:
         cells.append({"row": "teacher, uniform", "nfe": k, **scorer(teacher, bf.uniform_schedule(k))})
         cells.append({"row": "teacher, searched (auto, any family)", "nfe": k, **scorer(teacher, found[k])})
         cells.append({"row": "teacher, searched (auto, euler: the students' start)", "nfe": k,
@@ -268,7 +262,7 @@ def main() -> None:
     parser.add_argument("--eval-samples", type=int, default=2000)
     parser.add_argument("--nfes", type=lambda v: tuple(int(k) for k in v.split(",")), default=NFES,
                         help="budgets (default 2,4)")
-    parser.add_argument("--batch-size", type=int, default=512, help="batch of the rows that use the default (512)")
+    parser.add_argument("--batch-size", type=int, default=512, help="batch of the rows that set none (default 512)")
     parser.add_argument("--rows", help="comma-separated subset of the rows, by name")
     parser.add_argument("--jobs", type=int, default=2, help="worker processes, one thread each (default 2)")
     parser.add_argument("--out", default="bench-out/straighten-payoff")
@@ -294,11 +288,11 @@ def main() -> None:
                            grid_steps=100, cache_dir=pairs_dir, model_id=args.teacher, progress=False)
     torch.set_num_threads(1)
     print(f"schedules and pairs in {time.perf_counter() - started:.0f} s", flush=True)
-    jobs = jobs_of(rows, args, out, {"schedules": str(schedules_path)})
+    jobs = jobs_of(rows, args, out)
     with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("fork")) as pool:
         for folder in pool.map(train_job, jobs):
             print(f"trained {folder} ({time.perf_counter() - started:.0f} s)", flush=True)
-    cells = score_rows(rows, jobs, Scorer(args.teacher, teacher, shape, args.eval_samples), schedules, args)
+    cells = score_rows(teacher, shape, jobs, Scorer(args.teacher, teacher, shape, args.eval_samples), schedules, args.nfes)
     write_json_atomic(out / "scores.json", {"passes": args.passes, "samples": args.samples, "cells": cells})
     print(f"\n### {args.teacher}: {args.passes:,} sample passes per budget per row; FD× = Fréchet distance / the "
           f"teacher's at 100 Euler steps, on {args.eval_samples} noises; RMSE against that solution)\n")

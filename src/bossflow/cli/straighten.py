@@ -72,8 +72,8 @@ schedule's K steps with and without the LoRA against the base pipeline's 100-ste
 HELP = "fine-tune a model so few Euler steps along its schedule land on its fine solution (BOSS; reflow baseline)"
 
 
-DEFAULTS = {"steps": (2500, 2000), "objective": ("rollout", "boss"), "distance": ("pseudo-huber", "mse"), "lr_schedule": ("cosine", "constant"),
-            "budgets": ("separate", "mixed")}
+DEFAULTS = {"steps": (2500, 2000), "objective": ("rollout", "boss"), "distance": ("pseudo-huber", "mse"),
+            "lr_schedule": ("cosine", "constant"), "budgets": ("separate", "mixed")}
 """The recipe's defaults, option -> (model directories, pipelines): the winner of
 benchmarks/bench_straighten_payoff.py for models; pipelines keep per-step targets (a rollout
 holds K transformer passes' activations) until a pipeline benchmark says otherwise."""

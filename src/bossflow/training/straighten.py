@@ -268,20 +268,18 @@ def straighten(
         teacher if student is None else student, pairs, objective=objective, steps=steps, batch_size=batch_size, lr=lr, grad_clip=grad_clip,
         ema_decay=ema_decay, lora=lora, distance=distance, seed=seed, checkpoint_every=checkpoint_every,
         resume=resume, out_dir=out_dir, micro_batch=micro_batch, precision=precision)
-    _check_recipe(pairs, objective=objective, lr_schedule=lr_schedule, learn_times=learn_times,
-                  step_sampling=step_sampling)
+    recipe = {"lr_schedule": lr_schedule, "learn_times": learn_times, "step_sampling": step_sampling}
+    _check_recipe(pairs, objective=objective, **recipe)
     config = _resume_config(teacher, pairs, objective=objective, lora=lora, batch_size=batch_size, lr=lr,
                             weight_decay=weight_decay, grad_clip=grad_clip, ema_decay=ema_decay, seed=seed,
-                            distance=distance_name, precision=precision) | {
-        "lr_schedule": lr_schedule, "learn_times": learn_times, "step_sampling": step_sampling}
+                            distance=distance_name, precision=precision) | recipe
     prepared = student is not None
-    if prepared and not any(p.requires_grad for p in student.parameters()):
-        raise BossflowError("the prepared student has no parameter that requires gradients; nothing would be trained.")
-    student = _student(teacher, lora, seed) if not prepared else student.train()
+    student = _student(teacher, lora, seed) if not prepared else _prepared_student(student)
     times = LearnedTimes(_only_schedule(pairs)) if learn_times else None
     trained = student if times is None else nn.ModuleDict({"student": student, "times": times})
     run = Run.new(trained, _trainable_names(trained), lr=lr, weight_decay=weight_decay, seed=seed, config=config,
-                  format_tag=CHECKPOINT_FORMAT, out_dir=out_dir, lr_factors={"times.": TIMES_LR_FACTOR})
+                  format_tag=CHECKPOINT_FORMAT, out_dir=out_dir,
+                  lr_factors={"times.": TIMES_LR_FACTOR} if times is not None else None)
     # Rank 0 reads the checkpoint; it is global, so any number of ranks resumes it.
     found = on_main(lambda: run.read_checkpoint(resume, "straightening"))
     if found is not None:
@@ -295,12 +293,7 @@ def straighten(
     label = f"{objective}{' LoRA' if lora is not None else ''}"
     elapsed = run.train(steps, one_step, checkpoint_every=checkpoint_every, progress=progress and is_main(),
                         desc=f"straighten ({label})", on_step=on_step, writes=is_main())
-    exported = _export(teacher, run, student, merge=not prepared)
-    record = _record(run, steps, elapsed)
-    if times is not None:
-        learned = times.to_schedule()
-        record["learned_schedule"] = {"times": learned.times.tolist(), "eval_times": learned.evaluation_times.tolist()}
-    return exported, record
+    return _export(teacher, run, student, merge=not prepared), _record(run, steps, elapsed, times)
 
 
 def learned_schedule(record: dict[str, Any], **meta: Any) -> Schedule:
@@ -433,6 +426,13 @@ def _resume_config(
     }
 
 
+def _prepared_student(student: nn.Module) -> nn.Module:
+    """A prepared student (``straighten(student=...)``) in train mode, refused when nothing in it is trainable."""
+    if not any(p.requires_grad for p in student.parameters()):
+        raise BossflowError("the prepared student has no parameter that requires gradients; nothing would be trained.")
+    return student.train()
+
+
 def _student(teacher: nn.Module, lora: LoraSettings | None, seed: int) -> nn.Module:
     """The network to train, in train mode: ``teacher`` with LoRA adapters, or a full copy with every weight trainable."""
     if lora is not None:
@@ -541,10 +541,12 @@ def _export(teacher: nn.Module | None, run: Run, student: nn.Module, *, merge: b
     return result
 
 
-def _record(run: Run, steps: int, elapsed: float) -> dict[str, Any]:
-    """The JSON record of a straightening run: its settings, the loss curve, time and versions."""
+def _record(run: Run, steps: int, elapsed: float, times: LearnedTimes | None = None) -> dict[str, Any]:
+    """The JSON record of a straightening run: its settings, the loss curve, time and versions, and the
+    ``learned_schedule`` (times of ``times``, after the EMA was copied in) of a ``learn_times`` run."""
     config, losses = run.config, run.losses
     tail = losses[-min(100, len(losses)):]
+    learned = times.to_schedule() if times is not None else None
     return {
         **{k: v for k, v in config.items() if k != "pairs"},
         "objective_text": _OBJECTIVE_TEXT[config["objective"]],
@@ -557,6 +559,8 @@ def _record(run: Run, steps: int, elapsed: float) -> dict[str, Any]:
         **run.summary(elapsed),
         "processes": world_size(),
         "torch": torch.__version__,
+        **({"learned_schedule": {"times": learned.times.tolist(), "eval_times": learned.evaluation_times.tolist()}}
+           if learned is not None else {}),
     }
 
 

@@ -135,6 +135,7 @@ def test_cli_choices_match_the_library():
     from bossflow.cli import _choices
     from bossflow.core.distributed import PRECISIONS
     from bossflow.core.schedules import SCHEDULE_FAMILIES
+    from bossflow.core.solvers import TEACHER_METHODS
     from bossflow.evaluation.classifier import FEATURE_CLASSIFIERS
     from bossflow.search import SEARCHES
     from bossflow.search.auto import EFFORTS
@@ -151,6 +152,10 @@ def test_cli_choices_match_the_library():
 
     assert _choices.LR_SCHEDULES == LR_SCHEDULES and _choices.STEP_SAMPLINGS == STEP_SAMPLINGS
     assert _choices.FEATURE_CLASSIFIERS == tuple(FEATURE_CLASSIFIERS)
+    assert _choices.TEACHER_METHODS == TEACHER_METHODS
+    from bossflow.training.pair_solver import PAIR_SOLVERS
+
+    assert _choices.PAIR_SOLVERS == ("auto", *PAIR_SOLVERS)
     from bossflow.adapters.export import FORMATS
     from bossflow.cli import export
 

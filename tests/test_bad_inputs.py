@@ -88,6 +88,8 @@ CASES = [  # (command line, the option it names, what the message says)
     (STRAIGHTEN, "--batch-size", "0", POSITIVE_INT),
     (STRAIGHTEN, "--grid-steps", "0", POSITIVE_INT),
     (STRAIGHTEN, "--substeps", "0", POSITIVE_INT),
+    (STRAIGHTEN, "--grid-power", "0.5", "expected a number from 1 to 4"),
+    (STRAIGHTEN, "--grid-power", "nan", "expected a number from 1 to 4"),
     (STRAIGHTEN, "--pair-batch-size", "0", POSITIVE_INT),
     (STRAIGHTEN, "--checkpoint-every", "-1", NON_NEGATIVE_INT),
     (STRAIGHTEN, "--threads", "0", POSITIVE_INT),

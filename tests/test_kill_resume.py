@@ -90,7 +90,8 @@ def test_auto_journal_killed_then_rerun_gives_the_uninterrupted_schedules_and_co
 
 TRAINING_RUNS = {
     "straighten": ["straighten", "--model", "digits", "--schedule", "uniform", "--nfe", "2", "--samples", "256",
-                   "--steps", "80", "--batch-size", "32", "--checkpoint-every", "10", "--threads", "1", "--quiet"],
+                   "--pair-solver", "euler", "--steps", "80", "--batch-size", "32", "--checkpoint-every", "10",
+                   "--threads", "1", "--quiet"],
     "teacher": ["teacher", "gmm-2d", "--steps", "300", "--batch-size", "256", "--checkpoint-every", "20", "--threads", "1",
                 "--quiet"],
 }

@@ -6,6 +6,7 @@ Gaussians), so every run is real training on a real network, small enough for th
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
@@ -15,8 +16,10 @@ import torch
 import bossflow as bf
 from bossflow.checkpoints import load_model_dir, shipped_model_dir
 from bossflow.cli import main
+from bossflow.core.cost import model_fingerprint
 from bossflow.errors import BossflowError, FileFormatError, ScheduleError
-from bossflow.pairs import PairData, schedule_transitions, state_times, teacher_pairs, teacher_states
+from bossflow.training.pair_solver import PAIR_SOLVERS, choose_pair_solver
+from bossflow.pairs import PairData, reference_grid, schedule_transitions, state_times, teacher_pairs, teacher_states
 from bossflow.training.batches import boss_batch, transition_table
 from bossflow.straighten import (
     CHECKPOINT_NAME,
@@ -122,6 +125,9 @@ def test_pair_cache_is_reused_extended_and_checked(tmp_path, teacher, schedules,
     with pytest.raises(BossflowError, match="grid_steps"):
         teacher_pairs(teacher, [schedules[2]], SHAPE, samples=60, shard_size=16, grid_steps=30, cache_dir=cache,
                       progress=False)
+    with pytest.raises(BossflowError, match="grid_power, substeps, method"):
+        teacher_pairs(teacher, [schedules[2]], SHAPE, samples=60, shard_size=16, grid_steps=20, grid_power=1.5,
+                      substeps=2, method="heun", cache_dir=cache, progress=False)
     other = bf.VelocityMLP(2, hidden=16, depth=1, time_dim=8)
     with pytest.raises(BossflowError, match="model_sha256"):
         teacher_pairs(other, [schedules[2]], SHAPE, samples=60, shard_size=16, grid_steps=20, cache_dir=cache,
@@ -154,6 +160,65 @@ def test_teacher_states_do_not_depend_on_batching(teacher):
     a = teacher_states(teacher, noise, times, grid_steps=10, batch_size=30)
     b = teacher_states(teacher, noise, times, grid_steps=10, batch_size=7)
     torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)  # float32 rounding may depend on the batch (SIMD tails)
+
+
+def test_the_fine_grid_can_be_denser_towards_the_data():
+    times = np.array([0.0, 0.37, 1.0])
+    np.testing.assert_allclose(reference_grid(times, 4), [0.0, 0.25, 0.37, 0.5, 0.75, 1.0])
+    warped = reference_grid(times, 20, 2.0)
+    assert warped[0] == 0.0 and warped[-1] == 1.0 and np.any(np.isclose(warped, 0.37))
+    assert np.all(np.diff(warped) > 0) and np.diff(warped)[-1] < np.diff(warped)[0] / 10
+    for power in (0.5, 5.0, True):
+        with pytest.raises(BossflowError, match="grid_power"):
+            reference_grid(times, 20, power)
+
+
+def test_heun_on_a_warped_grid_beats_euler_on_a_fine_uniform_one():
+    """On a smooth flow (the exact mixture flow) 40 Heun calls beat 100 Euler calls against a 800-call solution."""
+    teacher = bf.GaussianMixtureFlow(torch.tensor([[2.0, 0.0], [-1.0, 1.5], [0.0, -2.0]]), std=0.3)
+    noise = bf.gaussian_noise(200, SHAPE, seed=4)
+    times = np.array([0.0, 0.45, 1.0])
+    truth = teacher_states(teacher, noise, times, grid_steps=400, method="heun")
+    euler = teacher_states(teacher, noise, times, grid_steps=100)
+    heun = teacher_states(teacher, noise, times, grid_steps=20, grid_power=1.5, method="heun")
+    error = {name: float((states - truth).pow(2).mean().sqrt()) for name, states in (("euler", euler), ("heun", heun))}
+    assert error["heun"] < error["euler"] / 2, error
+
+
+def test_the_pair_solver_is_chosen_by_its_accuracy_on_the_teacher(teacher):
+    """Heun on the warped grid where it beats 100 Euler steps (a smooth flow), Euler where it does not (sharp modes)."""
+    times = np.array([0.0, 0.45, 1.0])
+    smooth = bf.GaussianMixtureFlow(torch.tensor([[2.0, 0.0], [-1.0, 1.5], [0.0, -2.0]]), std=0.3)
+    chosen, errors = choose_pair_solver(smooth, SHAPE, times)
+    assert chosen == "heun" and errors["heun"] < errors["euler"], errors
+    chosen, errors = choose_pair_solver(teacher, SHAPE, times)
+    assert chosen == "euler" and errors["heun"] > errors["euler"], errors
+    assert PAIR_SOLVERS["heun"].calls(times) < PAIR_SOLVERS["euler"].calls(times) / 2
+
+
+def test_cmd_straighten_auto_pair_solver_is_measured_once_and_reused(tmp_path, capsys, schedules):
+    sched = _schedule_file(tmp_path, schedules)
+    argv = ["straighten", "--model", "gmm-2d-teacher", "--schedule", str(sched), "--nfe", "2", "--samples", "32",
+            "--steps", "2", "--batch-size", "8", "--pairs", str(tmp_path / "pairs"), "--threads", "1"]
+    assert main([*argv, "--out", str(tmp_path / "a")]) == 0
+    printed = capsys.readouterr().out
+    assert "pair solver: euler (RMSE on 64 noises" in printed
+    meta = json.loads((tmp_path / "pairs" / "meta.json").read_text())
+    assert (meta["method"], meta["grid_steps"], meta["grid_power"]) == ("euler", 100, 1.0)
+    assert main([*argv, "--out", str(tmp_path / "b")]) == 0  # the folder's solver, not measured again
+    assert "pair solver" not in capsys.readouterr().out
+    assert main([*argv, "--grid-steps", "20", "--out", str(tmp_path / "c")]) == 2
+    assert "--pair-solver euler or heun" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
+
+
+def test_pair_solver_settings_are_refused_before_any_work(teacher, schedules, tmp_path):
+    for settings, match in (({"method": "rk4"}, "euler or heun"), ({"grid_power": 0.9}, "grid_power"),
+                            ({"substeps": 0}, "substeps")):
+        with pytest.raises(BossflowError, match=match):
+            teacher_pairs(teacher, [schedules[2]], SHAPE, samples=8, cache_dir=tmp_path / "pairs", progress=False,
+                          **settings)
+    assert not (tmp_path / "pairs").exists()
 
 
 # --- training -------------------------------------------------------------------------------
@@ -319,6 +384,26 @@ def test_resume_refuses_other_settings_and_damaged_checkpoints(tmp_path, teacher
         straighten(teacher, pairs, steps=8, batch_size=16, out_dir=tmp_path, resume=True, progress=False)
 
 
+def test_a_student_can_start_from_another_budgets_student(tmp_path, teacher, pairs):
+    """init: the smaller budget starts from the larger one's student; the pairs stay the teacher's."""
+    four, _ = straighten(teacher, pairs.select([4]), objective="rollout", steps=30, batch_size=64, lr=2e-3,
+                         progress=False)
+    before = _weights(four)
+    settings = dict(objective="rollout", steps=1, batch_size=16, lr=1e-12, ema_decay=0.0, progress=False)
+    two, record = straighten(teacher, pairs.select([2]), init=four, **settings)
+    for k, v in two.state_dict().items():
+        torch.testing.assert_close(v, four.state_dict()[k], rtol=0, atol=1e-6)
+        assert torch.equal(four.state_dict()[k], before[k]), k  # a copy is trained, init is left alone
+    assert record["init_sha256"] != record["teacher_sha256"]
+    straighten(teacher, pairs.select([2]), init=four, out_dir=tmp_path, **settings)
+    with pytest.raises(BossflowError, match="init_sha256"):
+        straighten(teacher, pairs.select([2]), out_dir=tmp_path, resume=True, **settings)
+    with pytest.raises(BossflowError, match="architecture"):
+        straighten(teacher, pairs, init=bf.VelocityMLP(2, hidden=8, depth=1, time_dim=4), **settings)
+    with pytest.raises(BossflowError, match="not both"):
+        straighten(None, pairs, init=four, student=copy.deepcopy(four), **settings)
+
+
 def test_a_teacher_checkpoint_is_not_a_straightening_checkpoint(tmp_path, teacher, pairs):
     from bossflow.teachers import train_teacher
 
@@ -354,7 +439,8 @@ def test_cmd_straighten_end_to_end_then_sample_and_search_again(tmp_path, capsys
     sched = _schedule_file(tmp_path, schedules)
     out = tmp_path / "boss"
     argv = ["straighten", "--model", "gmm-2d-teacher", "--schedule", str(sched), "--nfe", "2", "--out", str(out),
-            "--steps", "30", "--samples", "64", "--grid-steps", "20", "--lr", "1e-3", "--quiet", "--threads", "1"]
+            "--steps", "30", "--samples", "64", "--pair-solver", "euler", "--grid-steps", "20", "--lr", "1e-3", "--quiet",
+            "--threads", "1"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "along NFE 2" in printed and "model.safetensors" in printed
@@ -383,7 +469,7 @@ def test_cmd_straighten_end_to_end_then_sample_and_search_again(tmp_path, capsys
 def test_cmd_straighten_device_option(tmp_path, capsys, schedules):
     sched = _schedule_file(tmp_path, schedules)
     common = ["straighten", "--model", "gmm-2d-teacher", "--schedule", str(sched), "--steps", "3", "--samples", "16",
-              "--grid-steps", "10", "--quiet"]
+              "--pair-solver", "euler", "--grid-steps", "10", "--quiet"]
     assert main([*common, "--device", "auto", "--out", str(tmp_path / "a")]) == 0
     assert main([*common, "--device", "nonsense", "--out", str(tmp_path / "b")]) == 2
     assert "device 'nonsense'" in capsys.readouterr().err
@@ -395,7 +481,7 @@ def test_cmd_straighten_device_option(tmp_path, capsys, schedules):
 def test_cmd_straighten_lora_and_reflow_share_the_pairs(tmp_path, capsys, schedules):
     sched = _schedule_file(tmp_path, schedules)
     common = ["--model", "gmm-2d-teacher", "--schedule", str(sched), "--steps", "10", "--samples", "32",
-              "--grid-steps", "20", "--pairs", str(tmp_path / "pairs"), "--quiet"]
+              "--pair-solver", "euler", "--grid-steps", "20", "--pairs", str(tmp_path / "pairs"), "--quiet"]
     assert main(["straighten", *common, "--lora-rank", "2", "--out", str(tmp_path / "lora")]) == 0
     assert main(["straighten", *common, "--objective", "reflow", "--out", str(tmp_path / "reflow")]) == 0
     lora = json.loads((tmp_path / "lora" / "nfe-2" / "config.json").read_text())["training"]
@@ -592,8 +678,8 @@ def test_learned_times_resume_to_the_same_weights_and_times(tmp_path, teacher, p
 def test_cmd_straighten_trains_one_student_per_budget_with_learned_times(tmp_path, capsys, schedules):
     sched = _schedule_file(tmp_path, schedules)
     out = tmp_path / "boss"
-    base = ["straighten", "--model", "gmm-2d-teacher", "--schedule", str(sched), "--samples", "64", "--grid-steps", "20",
-            "--quiet", "--threads", "1"]
+    base = ["straighten", "--model", "gmm-2d-teacher", "--schedule", str(sched), "--samples", "64",
+            "--pair-solver", "euler", "--grid-steps", "20", "--quiet", "--threads", "1"]
     recipe = ["--objective", "rollout", "--learn-times", "--lr-schedule", "cosine", "--distance", "pseudo-huber"]
     assert main([*base, *recipe, "--steps", "20", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
@@ -614,3 +700,25 @@ def test_cmd_straighten_trains_one_student_per_budget_with_learned_times(tmp_pat
     assert bf.load_schedules(tmp_path / "mixed" / "schedules.json").keys() == {2, 4}
     assert main([*base, *recipe, "--budgets", "mixed", "--steps", "5", "--out", str(tmp_path / "bad")]) == 2
     assert "--learn-times" in capsys.readouterr().err
+
+
+def test_cmd_straighten_chains_the_budgets_largest_first(tmp_path, capsys, schedules):
+    """By default NFE 4 trains first from the teacher, then NFE 2 from the NFE-4 student; a rerun resumes both."""
+    sched = _schedule_file(tmp_path, schedules)
+    out = tmp_path / "boss"
+    argv = ["straighten", "--model", "gmm-2d-teacher", "--schedule", str(sched), "--samples", "64",
+            "--pair-solver", "euler", "--grid-steps", "20", "--steps", "6", "--batch-size", "16", "--quiet", "--threads", "1", "--out", str(out)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert printed.index("along NFE 4") < printed.index("along NFE 2")
+    four, two = ({**json.loads((out / f"nfe-{k}" / "config.json").read_text())["training"]} for k in (4, 2))
+    assert "started_from" not in four and four["init_sha256"] is None
+    assert two["started_from"] == str(out / "nfe-4")
+    four_model, _ = load_model_dir(out / "nfe-4")
+    assert two["init_sha256"] == model_fingerprint(four_model)
+    first = _weights(load_model_dir(out / "nfe-2")[0])
+    assert main([*argv, "--resume"]) == 0
+    assert all(torch.equal(v, first[k]) for k, v in load_model_dir(out / "nfe-2")[0].state_dict().items())
+    # --budgets separate starts every student from the teacher.
+    assert main([*argv[:-1], str(tmp_path / "separate"), "--budgets", "separate"]) == 0
+    assert "started_from" not in json.loads((tmp_path / "separate" / "nfe-2" / "config.json").read_text())["training"]

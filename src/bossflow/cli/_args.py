@@ -73,6 +73,7 @@ positive_float = _bounded(float, "a positive number", lambda v: math.isfinite(v)
 non_negative_float = _bounded(float, "a number >= 0", lambda v: math.isfinite(v) and v >= 0)
 decay = _bounded(float, "a decay in [0, 1)", lambda v: 0 <= v < 1)
 finite_float = _bounded(float, "a finite number", math.isfinite)
+grid_power = _bounded(float, "a number from 1 to 4", lambda v: 1 <= v <= 4)
 
 
 def add_quiet(parser: argparse.ArgumentParser, what: str = "no progress bar") -> None:

@@ -33,5 +33,11 @@ LR_SCHEDULES = ("constant", "cosine")
 STEP_SAMPLINGS = ("uniform", "error")
 """``bossflow.training.batches.STEP_SAMPLINGS``."""
 
+TEACHER_METHODS = ("euler", "heun")
+"""``bossflow.core.solvers.TEACHER_METHODS``."""
+
+PAIR_SOLVERS = ("auto", "euler", "heun")
+"""``auto`` and ``bossflow.training.pair_solver.PAIR_SOLVERS``."""
+
 FEATURE_CLASSIFIERS = ("digits", "fashion-mnist")
 """``bossflow.evaluation.classifier.FEATURE_CLASSIFIERS``."""

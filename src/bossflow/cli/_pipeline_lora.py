@@ -12,8 +12,8 @@ from typing import Any
 from ..core.errors import BossflowError
 from . import _pipeline
 
-DEFAULTS = {"samples": (32768, 256), "batch_size": (512, 16), "grid_steps": (100, 40), "pair_batch_size": (256, 8),
-            "lora_rank": (None, 16)}
+DEFAULTS = {"samples": (None, 256), "batch_size": (512, 16), "grid_steps": (None, 40), "pair_batch_size": (256, 8),
+            "lora_rank": (None, 16), "pair_solver": ("auto", "euler"), "grid_power": (None, 1.0)}
 """Option -> (default for model directories, default for pipelines): a pipeline run must fit a GPU budget."""
 OPTIONS = ("prompts", "prompt", "negative_prompt", "guidance_scale", "height", "width", "variant", "holdout_prompts",
            "distill_guidance", "merge", "gradient_checkpointing")
@@ -95,12 +95,14 @@ def announce(args: argparse.Namespace, target: Any, schedules: list[Any]) -> Non
     from ..training.pairs import reference_grid, state_times
 
     cfg = 2 if target.provenance["cfg"] else 1
-    grid = reference_grid(state_times(schedules), args.grid_steps)
-    pairs = args.samples * (grid.size - 1) * args.substeps * cfg
+    grid = reference_grid(state_times(schedules), args.grid_steps, args.grid_power)
+    per_interval = args.substeps * (2 if args.pair_solver == "heun" else 1)
+    pairs = args.samples * (grid.size - 1) * per_interval * cfg
     student_calls = (1 if args.distill_guidance else cfg) * (max(s.nfe for s in schedules) if args.objective == "rollout" else 1)
     training = args.steps * args.batch_size * student_calls
     holdout = args.holdout_samples * (_pipeline.FINE_STEPS + 2 * sum(s.nfe for s in schedules)) * cfg
     print(f"teacher pairs: {pairs:,} transformer calls ({args.samples} noises x {grid.size - 1} steps"
+          f"{f' x {per_interval}' if per_interval > 1 else ''}"
           f"{' x 2 (CFG)' if cfg == 2 else ''}; cached in shards of {SHARD_SIZE}, resumable)")
     print(f"training: {training:,} transformer forward and backward passes ({args.steps} steps x {args.batch_size} rows"
           f"{' x 2 (CFG)' if student_calls == 2 else ''}); held-out table: {holdout:,} calls")
@@ -119,7 +121,8 @@ def make_pairs(args: argparse.Namespace, target: Any, schedules: list[Any]) -> A
     cond = IndexedCond(target.prompt_embeds, index)
     return teacher_pairs(
         target.model, schedules, target.sample_shape, samples=args.samples, seed=args.seed, grid_steps=args.grid_steps,
-        substeps=args.substeps, batch_size=args.pair_batch_size, shard_size=SHARD_SIZE, cond=cond,
+        grid_power=args.grid_power, substeps=args.substeps, method=args.pair_solver, batch_size=args.pair_batch_size,
+        shard_size=SHARD_SIZE, cond=cond,
         cache_dir=args.pairs if args.pairs is not None else Path(args.out) / "pairs", model_id=args.model,
         storage_dtype=torch.float16, state_dtype=torch.float32, stream=world_size() == 1, progress=not args.quiet,
     )

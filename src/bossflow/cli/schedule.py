@@ -101,7 +101,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=1,
         help="reference sub-steps per grid interval; 1 is the paper's cost (default: 1)",
     )
-    p.add_argument("--reference", choices=["euler", "heun"], default="euler", help="reference sub-step method (default: euler)")
+    p.add_argument("--reference", choices=list(_choices.TEACHER_METHODS), default="euler", help="reference sub-step method (default: euler)")
     p.add_argument("--shape", type=shape_list, metavar="D[,D...]", help="sample shape, for models that do not declare sample_shape")
     p.add_argument("--cache", metavar="PATH",
                    help="resumable checkpoint, reused when finished: bellman's cost matrix (.npz), or auto's journal of "

@@ -1,7 +1,8 @@
 """Straighten a flow along its schedule (BOSS, Nguyen et al. 2024), so that a few Euler steps
 land where its fine solution lands. By default each budget gets its own student trained on
 its own K-step rollout from the noise against the teacher's fine solution (pseudo-Huber,
-cosine decay); --objective boss regresses v(x_a, s_a) on (x_b - x_a) / (t_b - t_a) for
+cosine decay), the largest budget first and each smaller one starting from the previous
+student; --objective boss regresses v(x_a, s_a) on (x_b - x_a) / (t_b - t_a) for
 teacher states at consecutive schedule times (the paper), blend matches the rollout's state
 after every step, reflow is the baseline (Liu et al. 2022) on the same couplings;
 --learn-times trains the schedule's times with the weights. Full fine-tuning, or LoRA
@@ -21,13 +22,13 @@ from typing import Any
 
 from ..core.errors import BossflowError
 from . import _choices, _pipeline, _pipeline_lora
-from ._args import add_quiet, decay, int_list, non_negative_float, non_negative_int, positive_float, positive_int
+from ._args import add_quiet, decay, grid_power, int_list, non_negative_float, non_negative_int, positive_float, positive_int
 
 EXAMPLES = """\
 examples:
   bossflow schedule --model digits --family euler --nfe 2,4 --out runs/digits-sched.json
   bossflow straighten --model digits --schedule runs/digits-sched.json --out runs/digits-boss --threads 2
-      # one student per budget: runs/digits-boss/nfe-2 and nfe-4 (~18 min on 2 CPU cores)
+      # one student per budget: runs/digits-boss/nfe-4, then nfe-2 started from it
   bossflow sample --model runs/digits-boss/nfe-2 --out grid.png       # along the schedule it was trained for
   bossflow straighten ... --learn-times             # train the step and evaluation times with the weights
   bossflow straighten ... --objective boss --distance mse --lr-schedule constant --lr 1e-4 --budgets mixed
@@ -47,14 +48,20 @@ examples:
 The default recipe (the winner of benchmarks/bench_straighten_payoff.py at equal compute):
 the rollout objective (the student's own K Euler steps from the noise, its endpoint against
 the teacher's fine solution), pseudo-Huber distance, AdamW at 2e-3 with cosine decay to 0,
-batch 512, EMA 0.999, 2,500 steps, 32,768 teacher trajectories, one student per budget.
+batch 512, EMA 0.999, 2,500 steps, one student per budget chained from the largest budget
+down, pairs from 65,536 trajectories of 20 Heun steps (or 32,768 of 100 Euler steps where
+Heun is the less accurate on the teacher).
 
-Pairs: the teacher's fine solutions (Euler on a uniform --grid-steps grid merged with the
-schedule times) from --samples seeded noises, kept at the schedule times. They are cached
-in --pairs (default OUT/pairs) and reused by every run given the same folder, teacher and
-times, e.g. a run and its reflow baseline. With several budgets in the file (or --nfe 2,4)
-each budget gets its own student in OUT/nfe-K (--budgets mixed: one for all in OUT, as in
-the paper). A student's folder is a model directory (config.json + model.safetensors, EMA
+Pairs: the teacher's fine solutions from --samples seeded noises, kept at the schedule times.
+--pair-solver auto measures, on 64 noises against a 400-call Heun solution, whether 20 Heun
+steps on a grid denser towards the data (40 calls) beat 100 uniform Euler steps (100 calls)
+on this teacher, and takes the cheaper one unless it is less accurate; euler and heun name
+one (their grid set by --grid-steps, --grid-power, --substeps). They are cached in --pairs
+(default OUT/pairs) and reused by every run given the same folder, teacher and times, e.g. a
+run and its reflow baseline. With several budgets in the file (or --nfe 2,4) each budget gets
+its own student in OUT/nfe-K, the largest first, each smaller one starting from the student
+before it (--budgets separate: each from the teacher; mixed: one for all in OUT, as in the
+paper). A student's folder is a model directory (config.json + model.safetensors, EMA
 weights, LoRA merged) that every --model option accepts, plus schedules.json (the schedule
 it was straightened along, or with --learn-times the learned one; `bossflow sample` uses it
 by default) and checkpoint.safetensors (for --resume).
@@ -64,7 +71,7 @@ Pipelines: the pairs are the pipeline's own guided fine solutions for (prompt, n
 pytorch_lora_weights.safetensors (diffusers' LoRA format for that pipeline), schedules.json
 (with the pipeline's scheduler, so `bossflow export OUT/schedules.json --nfe K` gives the
 sigmas to pass), bossflow_lora.json (how it was made, the sigmas, the held-out table) and
-checkpoint.safetensors. Pipeline defaults: --samples 256, --grid-steps 40, --batch-size 16,
+checkpoint.safetensors. Pipeline defaults: --samples 256, --pair-solver euler, --grid-steps 40, --batch-size 16,
 --pair-batch-size 8, --lora-rank 16 (attention projections). The held-out table compares the
 schedule's K steps with and without the LoRA against the base pipeline's 100-step solution.
 """
@@ -73,13 +80,17 @@ HELP = "fine-tune a model so few Euler steps along its schedule land on its fine
 
 
 DEFAULTS = {"steps": (2500, 2000), "objective": ("rollout", "boss"), "distance": ("pseudo-huber", "mse"),
-            "lr_schedule": ("cosine", "constant"), "budgets": ("separate", "mixed")}
+            "lr_schedule": ("cosine", "constant"), "budgets": ("chained", "mixed")}
 """The recipe's defaults, option -> (model directories, pipelines): the winner of
 benchmarks/bench_straighten_payoff.py for models; pipelines keep per-step targets (a rollout
 holds K transformer passes' activations) until a pipeline benchmark says otherwise."""
+SAMPLES = {"euler": 32768, "heun": 65536}
+"""Default teacher trajectories of model directories by the pairs' solver: about 3.3 million teacher calls either way."""
 FULL_LR, LORA_LR = 2e-3, 5e-3
 """Learning rates of model directories under the default recipe (full fine-tuning, LoRA)."""
 
+BUDGETS = ("chained", "separate", "mixed")
+"""``--budgets``: how several budgets are straightened (a student each, chained or from the teacher, or one for all)."""
 OUTPUTS = {"out": "folder", "pairs": "folder"}
 """Output options -> what they name, checked writable before the command runs."""
 
@@ -110,20 +121,31 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--step-sampling", choices=list(_choices.STEP_SAMPLINGS), default="uniform",
                    help="boss only: draw each schedule's steps uniformly, or by the teacher's Euler error on them "
                    "(default: uniform)")
-    p.add_argument("--budgets", choices=["separate", "mixed"],
-                   help="with several budgets: one student per budget in OUT/nfe-K (separate, the default), or "
-                   "one student for all in OUT (mixed, as in the paper; pipelines: one LoRA); reflow trains one")
+    p.add_argument("--budgets", choices=list(BUDGETS),
+                   help="with several budgets: one student per budget in OUT/nfe-K, the largest budget first and "
+                   "each smaller one starting from the previous student (chained, the default), or each from the "
+                   "teacher (separate); or one student for all in OUT (mixed, as in the paper; pipelines: one "
+                   "LoRA); reflow trains one")
     p.add_argument("--lora-rank", type=positive_int, metavar="R",
                    help="train LoRA adapters of rank R instead of every weight (pipelines: always LoRA, default 16)")
     p.add_argument("--lora-alpha", type=positive_float, metavar="A", help="LoRA alpha (default: the rank)")
     p.add_argument("--lora-targets", metavar="NAME[,NAME...]",
                    help="modules to adapt (default: every nn.Linear and nn.Conv2d; pipelines: the attention projections "
                    "to_q, to_k, to_v, to_out.0 and their add_* text-stream twins)")
-    p.add_argument("--samples", type=positive_int, metavar="N", help="teacher trajectories (default: 32768; pipelines 256)")
+    p.add_argument("--samples", type=positive_int, metavar="N",
+                   help="teacher trajectories (default: 65536 with heun pairs, 32768 with euler; pipelines 256)")
     p.add_argument("--pairs", metavar="DIR", help="pair cache folder, shareable between runs (default: OUT/pairs)")
+    p.add_argument("--pair-solver", choices=list(_choices.PAIR_SOLVERS),
+                   help="the teacher's fine solution: euler (100 uniform steps, 100 calls per noise), heun (20 steps "
+                   "denser towards the data, 40 calls), or auto: heun unless it is less accurate than euler on 64 "
+                   "noises against a 400-call solution (default: auto; pipelines euler, 40 steps)")
     p.add_argument("--grid-steps", type=positive_int, metavar="N",
-                   help="uniform fine grid of the teacher's solution, merged with the schedule times (default: 100; pipelines 40)")
-    p.add_argument("--substeps", type=positive_int, default=1, metavar="S", help="Euler sub-steps per grid interval (default: 1)")
+                   help="intervals of the fine grid of --pair-solver euler or heun, merged with the schedule times "
+                   "(default: 100 euler, 20 heun; pipelines 40)")
+    p.add_argument("--grid-power", type=grid_power, metavar="P",
+                   help="fine grid 1 - (1 - i/N)^P of --pair-solver euler or heun: 1 uniform, above 1 denser towards "
+                   "the data (default: 1 euler, 1.5 heun)")
+    p.add_argument("--substeps", type=positive_int, default=1, metavar="S", help="solver sub-steps per grid interval (default: 1)")
     p.add_argument("--pair-batch-size", type=positive_int, metavar="B", help="noises integrated at once (default: 256; pipelines 8)")
     p.add_argument("--weights-dtype", choices=["float32", "float16"], default="float32",
                    help="storage dtype of the exported weights (default: float32; float16 halves the file)")
@@ -215,14 +237,15 @@ def _export(args: argparse.Namespace, out: Path, student: Any, record: dict, con
 
 
 def _students(args: argparse.Namespace, schedules: list[Any]) -> list[tuple[Path, list[Any]]]:
-    """``(output folder, schedules)`` of every student to train: one per budget in ``OUT/nfe-K`` with
-    ``--budgets separate`` and several budgets, else (reflow too: it ignores the budgets) one in
-    ``OUT``; each folder checked first."""
+    """``(output folder, schedules)`` of every student to train, in training order: one per budget in
+    ``OUT/nfe-K`` with ``--budgets chained`` (largest budget first) or ``separate`` and several budgets,
+    else (reflow too: it ignores the budgets) one in ``OUT``; each folder checked first."""
     from ..models.model_dir import CONFIG_NAME
 
     out = Path(args.out)
-    if args.budgets == "separate" and len(schedules) > 1 and args.objective != "reflow":
-        students = [(out / f"nfe-{s.nfe}", [s]) for s in schedules]
+    if args.budgets != "mixed" and len(schedules) > 1 and args.objective != "reflow":
+        ordered = sorted(schedules, key=lambda s: -s.nfe) if args.budgets == "chained" else schedules
+        students = [(out / f"nfe-{s.nfe}", [s]) for s in ordered]
     else:
         students = [(out, schedules)]
     if args.learn_times and args.objective != "rollout":
@@ -242,10 +265,11 @@ def _refuse_model_only_options(args: argparse.Namespace) -> None:
     """Refuse the recipe options a pipeline LoRA does not take yet (it trains one LoRA for all budgets)."""
     given = [name for name, on in (("--learn-times", args.learn_times), ("--step-sampling error", args.step_sampling != "uniform"),
                                    ("--lr-schedule cosine", args.lr_schedule != "constant"),
-                                   ("--budgets separate", args.budgets == "separate")) if on]
+                                   (f"--budgets {args.budgets}", args.budgets != "mixed"),
+                                   ("--pair-solver auto", args.pair_solver == "auto")) if on]
     if given:
         raise BossflowError(f"{', '.join(given)} apply to model directories only; a pipeline is straightened into one "
-                            "LoRA for all its budgets.")
+                            "LoRA for all its budgets, from --pair-solver euler (the default) or heun pairs.")
 
 
 def _learned_meta(schedule: Any) -> dict[str, Any]:
@@ -280,12 +304,17 @@ def run(args: argparse.Namespace) -> int:
     if lora is not None:
         add_lora(teacher, lora)  # check the settings and peft before generating pairs
     out = Path(args.out)
+    schedules_or_ends = schedules or [Schedule([0.0, 1.0])]
+    pairs_dir = args.pairs if args.pairs is not None else out / "pairs"
+    solver = _pair_solver(args, teacher, tuple(config["sample_shape"]), schedules_or_ends, pairs_dir)
+    if args.samples is None:
+        args.samples = SAMPLES[solver.method]
     pairs = teacher_pairs(
-        teacher, schedules or [Schedule([0.0, 1.0])], tuple(config["sample_shape"]), samples=args.samples, seed=args.seed,
-        grid_steps=args.grid_steps, substeps=args.substeps, batch_size=args.pair_batch_size,
-        cache_dir=args.pairs if args.pairs is not None else out / "pairs", model_id=str(args.model),
-        progress=not args.quiet,
+        teacher, schedules_or_ends, tuple(config["sample_shape"]), samples=args.samples, seed=args.seed,
+        grid_steps=solver.grid_steps, grid_power=solver.grid_power, substeps=args.substeps, method=solver.method,
+        batch_size=args.pair_batch_size, cache_dir=pairs_dir, model_id=str(args.model), progress=not args.quiet,
     )
+    previous = None  # --budgets chained: the student each next (smaller) budget starts from
     for folder, group in students:
         try:
             student, record = straighten(
@@ -295,6 +324,7 @@ def run(args: argparse.Namespace) -> int:
                 out_dir=folder, checkpoint_every=args.checkpoint_every, resume=args.resume,
                 micro_batch=args.micro_batch, precision=args.precision, progress=not args.quiet,
                 lr_schedule=args.lr_schedule, learn_times=args.learn_times, step_sampling=args.step_sampling,
+                init=previous[1] if previous is not None else None,
             )
         except KeyboardInterrupt:
             print(f"bossflow: interrupted; the last checkpoint in {folder} is kept: rerun with --resume to continue.",
@@ -303,5 +333,35 @@ def run(args: argparse.Namespace) -> int:
         if is_main():  # rank 0 writes the model directory and reports
             if args.learn_times:
                 group = [learned_schedule(record, **_learned_meta(group[0]))]
-            _export(args, folder, student, record, config, group, lora)
+            _export(args, folder, student, record | _started_from(previous), config, group, lora)
+        if args.budgets == "chained":
+            previous = (folder, student)
     return 0
+
+
+def _pair_solver(args: argparse.Namespace, teacher: Any, shape: tuple[int, ...], schedules: list[Any],
+                 pairs_dir: Path) -> Any:
+    """The teacher's fine solution for the pairs: the preset ``--pair-solver`` names (its grid overridable), or with
+    ``auto`` the one the pairs folder was made with, else the one :func:`choose_pair_solver` measures best."""
+    from ..training.pair_solver import PAIR_SOLVERS, PairSolver, cached_pair_solver, choose_pair_solver
+    from ..training.pairs import state_times
+
+    if args.pair_solver != "auto":
+        preset = PAIR_SOLVERS[args.pair_solver]
+        return PairSolver(preset.method, args.grid_steps or preset.grid_steps,
+                          preset.grid_power if args.grid_power is None else args.grid_power)
+    if args.grid_steps is not None or args.grid_power is not None or args.substeps != 1:
+        raise BossflowError("--grid-steps, --grid-power and --substeps set the fine solution of --pair-solver euler or "
+                            "heun; with --pair-solver auto (the default) name one of them too.")
+    name = cached_pair_solver(pairs_dir)
+    if name is None:
+        name, errors = choose_pair_solver(teacher, shape, state_times(schedules), seed=args.seed)
+        if not args.quiet:
+            print(f"pair solver: {name} (RMSE on 64 noises against a 400-call Heun solution: "
+                  + ", ".join(f"{k} {v:.4f}" for k, v in errors.items()) + ")")
+    return PAIR_SOLVERS[name]
+
+
+def _started_from(previous: tuple[Path, Any] | None) -> dict[str, str]:
+    """What a chained student's record says it started from."""
+    return {} if previous is None else {"started_from": str(previous[0])}

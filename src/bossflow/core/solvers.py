@@ -299,7 +299,7 @@ def fine_trajectory(
     grid = validate_times(grid, "base grid")
     if not isinstance(substeps, (int, np.integer)) or substeps < 1:
         raise BossflowError(f"substeps must be a positive integer, got {substeps!r}.")
-    if method not in ("euler", "heun"):
+    if method not in TEACHER_METHODS:
         raise BossflowError(f"reference trajectory method must be 'euler' or 'heun', got {method!r}.")
     cond = cond or {}
     n = grid.size - 1

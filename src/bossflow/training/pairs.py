@@ -1,7 +1,10 @@
 """Teacher pair data for straightening: fine-trajectory states at the times of one or more schedules.
 
 For every seeded noise ``x_0`` the teacher is integrated on a fine grid (the union of a
-uniform ``grid_steps`` grid and every schedule time; Euler or Heun, optional sub-steps),
+``grid_steps`` grid and every schedule time; Euler or Heun, optional sub-steps); the grid is
+uniform, or with ``grid_power`` p > 1 ``t_i = 1 - (1 - i / N)^p``, denser towards the data
+where the velocity changes fastest (Heun on 20 such intervals, p = 1.5, is more accurate than
+Euler on 100 uniform ones at 40 instead of 100 teacher calls),
 and its states are kept at the *state times*: the union of the schedules' times (0 and 1
 always among them). A *transition* is one Euler step of one schedule, ``t_a -> t_b`` with
 evaluation time ``s_a``; a training pair is ``(x_a, x_b, t_a, t_b, s_a)`` for one noise and
@@ -39,7 +42,7 @@ from ..core.distributed import barrier, broadcast_tensor, is_main, on_main, rank
 from ..core.errors import BossflowError, FileFormatError, ScheduleError
 from ..core.noise import gaussian_noise
 from ..core.schedules import Schedule, check_euler_schedule, validate_times
-from ..core.solvers import fine_trajectory, select_cond
+from ..core.solvers import TEACHER_METHODS, fine_trajectory, select_cond
 
 PAIRS_FORMAT = "bossflow.pairs/1"
 META_NAME = "meta.json"
@@ -168,11 +171,17 @@ def schedule_transitions(schedules: Sequence[Schedule], times: np.ndarray) -> li
     return out
 
 
-def reference_grid(times: np.ndarray, grid_steps: int) -> np.ndarray:
-    """The fine integration grid: a uniform ``grid_steps`` grid merged with ``times``."""
+def reference_grid(times: np.ndarray, grid_steps: int, grid_power: float = 1.0) -> np.ndarray:
+    """The fine integration grid: ``grid_steps`` intervals, ``1 - (1 - u)^grid_power`` for uniform ``u``, merged with ``times``.
+
+    ``grid_power`` 1 is the uniform grid; above 1 the intervals shrink towards t = 1 (the data).
+    """
     if not isinstance(grid_steps, int) or grid_steps < 1:
         raise BossflowError(f"grid_steps must be a positive integer, got {grid_steps!r}.")
-    return state_times([Schedule(np.linspace(0.0, 1.0, grid_steps + 1)), Schedule(times)])
+    if not isinstance(grid_power, (int, float)) or isinstance(grid_power, bool) or not 1.0 <= grid_power <= 4.0:
+        raise BossflowError(f"grid_power must be a number from 1 to 4, got {grid_power!r}.")
+    warped = 1.0 - (1.0 - np.linspace(0.0, 1.0, grid_steps + 1)) ** float(grid_power)
+    return state_times([Schedule(warped), Schedule(times)])
 
 
 def teacher_states(
@@ -181,6 +190,7 @@ def teacher_states(
     times: np.ndarray,
     *,
     grid_steps: int = 100,
+    grid_power: float = 1.0,
     substeps: int = 1,
     method: str = "euler",
     batch_size: int = 256,
@@ -193,7 +203,7 @@ def teacher_states(
         model: teacher velocity model.
         noise: ``(n, *shape)`` noises at t = 0.
         times: ``(T,)`` state times (0 first, 1 last).
-        grid_steps: uniform grid merged with ``times`` for the fine integration.
+        grid_steps, grid_power: the grid merged with ``times`` for the fine integration (:func:`reference_grid`).
         substeps, method: sub-steps per grid interval and ``"euler"``/``"heun"`` (:func:`bossflow.fine_trajectory`).
         batch_size: noises integrated at once.
         cond: per-sample conditioning of the ``n`` noises (a dict of ``(n, ...)`` tensors and shared
@@ -201,7 +211,7 @@ def teacher_states(
         progress: called with the number of noises done after every batch.
     """
     times = validate_times(times, "state times")
-    grid = reference_grid(times, grid_steps)
+    grid = reference_grid(times, grid_steps, grid_power)
     where = np.searchsorted(grid, times - _TIME_TOLERANCE)
     n = int(noise.shape[0])
     parts = []
@@ -266,6 +276,7 @@ def teacher_pairs(
     samples: int = 4096,
     seed: int = 0,
     grid_steps: int = 100,
+    grid_power: float = 1.0,
     substeps: int = 1,
     method: str = "euler",
     batch_size: int = 256,
@@ -286,7 +297,7 @@ def teacher_pairs(
         shape: shape of one sample.
         samples: number of noises (sample ``i`` is ``gaussian_noise`` sample ``i`` of ``seed``).
         seed: noise seed.
-        grid_steps, substeps, method: the fine teacher solution (:func:`teacher_states`).
+        grid_steps, grid_power, substeps, method: the fine teacher solution (:func:`teacher_states`).
         batch_size: noises integrated at once.
         cache_dir: folder of ``meta.json`` and shards, reused and extended across runs.
         shard_size: noises per shard.
@@ -310,13 +321,14 @@ def teacher_pairs(
 
     _check_pair_options(schedules, samples=samples, batch_size=batch_size, shard_size=shard_size, cond=cond,
                         storage_dtype=storage_dtype, stream=stream, cache_dir=cache_dir)
+    _check_solver(grid_steps, grid_power, substeps, method)
     times = state_times(schedules)
     shape = tuple(int(s) for s in shape)
     if cache_dir is not None:
         times = on_main(lambda: _cached_times(Path(cache_dir), times))
     meta = {
         "format": PAIRS_FORMAT, "model": model_id, "model_sha256": model_fingerprint(model), "times": times.tolist(),
-        "seed": seed, "grid_steps": grid_steps, "substeps": substeps, "method": method, "shape": list(shape),
+        "seed": seed, "grid_steps": grid_steps, "grid_power": float(grid_power), "substeps": substeps, "method": method, "shape": list(shape),
         "shard_size": shard_size, "noise": "bossflow.gaussian_noise (per-sample seeds), float32 draw",
         "dtype": str(storage_dtype).removeprefix("torch."),
         "cond_sha256": cond.table_sha256() if cond is not None else None,
@@ -328,8 +340,8 @@ def teacher_pairs(
     def make(start: int, count: int) -> Tensor:
         noise = gaussian_noise(count, shape, seed=seed, start=start, dtype=dtype, device=device)
         part = None if cond is None else IndexedCond(cond.table, cond.index[start:start + count])
-        return teacher_states(model, noise, times, grid_steps=grid_steps, substeps=substeps, method=method,
-                              batch_size=batch_size, cond=part, progress=bar.update).to(storage_dtype)
+        return teacher_states(model, noise, times, grid_steps=grid_steps, grid_power=grid_power, substeps=substeps,
+                              method=method, batch_size=batch_size, cond=part, progress=bar.update).to(storage_dtype)
 
     index = cond.index[:samples] if cond is not None else None
     try:
@@ -373,6 +385,15 @@ def _check_pair_options(schedules: Sequence[Schedule], *, samples: int, batch_si
         raise BossflowError(f"the conditioning covers {cond.n_samples} samples, fewer than the {samples} asked for.")
 
 
+def _check_solver(grid_steps: int, grid_power: float, substeps: int, method: str) -> None:
+    """Refuse, before any work, a fine solution :func:`teacher_states` cannot compute."""
+    reference_grid(np.array([0.0, 1.0]), grid_steps, grid_power)
+    if not isinstance(substeps, int) or isinstance(substeps, bool) or substeps < 1:
+        raise BossflowError(f"substeps must be a positive integer, got {substeps!r}.")
+    if method not in TEACHER_METHODS:
+        raise BossflowError(f"the teacher's fine solution is solved with {' or '.join(TEACHER_METHODS)}, got {method!r}.")
+
+
 def _cached_times(folder: Path, times: np.ndarray) -> np.ndarray:
     """The cache's state times when they include every one of ``times`` (a cache made for more budgets serves fewer)."""
     meta_path = folder / META_NAME
@@ -385,9 +406,9 @@ def _cached_times(folder: Path, times: np.ndarray) -> np.ndarray:
     return times
 
 
-_META_KEYS = ("format", "model_sha256", "times", "seed", "grid_steps", "substeps", "method", "shape", "shard_size",
+_META_KEYS = ("format", "model_sha256", "times", "seed", "grid_steps", "grid_power", "substeps", "method", "shape", "shard_size",
               "dtype", "cond_sha256")
-_META_DEFAULTS = {"dtype": "float32", "cond_sha256": None}
+_META_DEFAULTS = {"dtype": "float32", "cond_sha256": None, "grid_power": 1.0}
 """What caches written before a key existed hold."""
 
 

@@ -73,8 +73,10 @@ TIMES_LR_FACTOR = 10.0
 parameters, each moving the whole schedule, that would otherwise barely move in a short run."""
 
 _RESUME_KEYS = ("objective", "lora", "batch_size", "lr", "weight_decay", "grad_clip", "ema_decay", "seed",
-                "distance", "teacher_sha256", "pairs", "precision", "lr_schedule", "learn_times", "step_sampling")
-_OLD_CHECKPOINT_DEFAULTS = {"precision": "fp32", "lr_schedule": "constant", "learn_times": False, "step_sampling": "uniform"}
+                "distance", "teacher_sha256", "pairs", "precision", "lr_schedule", "learn_times", "step_sampling",
+                "init_sha256")
+_OLD_CHECKPOINT_DEFAULTS = {"precision": "fp32", "lr_schedule": "constant", "learn_times": False, "step_sampling": "uniform",
+                            "init_sha256": None}
 """What checkpoints written before a setting existed were made with."""
 
 
@@ -215,6 +217,7 @@ def straighten(
     lr_schedule: str = "constant",
     learn_times: bool = False,
     step_sampling: str = "uniform",
+    init: nn.Module | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Fine-tune a copy of ``teacher`` on ``pairs``: BOSS straightening or the reflow baseline.
 
@@ -255,6 +258,9 @@ def straighten(
             (EMA), and :func:`learned_schedule` turns it into the schedule to sample with.
         step_sampling: ``"boss"`` only: ``"uniform"`` steps, or ``"error"``: each schedule's steps
             drawn in proportion to the teacher's own Euler error on them (its hard steps).
+        init: start from a copy of this network (same architecture as ``teacher``) instead of the
+            teacher, e.g. the student of a larger budget when straightening a smaller one; the
+            pairs still come from, and are checked against, ``teacher``.
 
     Returns:
         ``(student, record)``: the plain float32 network with the EMA weights (LoRA merged), in
@@ -270,11 +276,12 @@ def straighten(
         resume=resume, out_dir=out_dir, micro_batch=micro_batch, precision=precision)
     recipe = {"lr_schedule": lr_schedule, "learn_times": learn_times, "step_sampling": step_sampling}
     _check_recipe(pairs, objective=objective, **recipe)
+    _check_init(init, teacher, student)
     config = _resume_config(teacher, pairs, objective=objective, lora=lora, batch_size=batch_size, lr=lr,
                             weight_decay=weight_decay, grad_clip=grad_clip, ema_decay=ema_decay, seed=seed,
-                            distance=distance_name, precision=precision) | recipe
+                            distance=distance_name, precision=precision) | recipe | {"init_sha256": _fingerprint(init)}
     prepared = student is not None
-    student = _student(teacher, lora, seed) if not prepared else _prepared_student(student)
+    student = _student(teacher if init is None else init, lora, seed) if not prepared else _prepared_student(student)
     times = LearnedTimes(_only_schedule(pairs)) if learn_times else None
     trained = student if times is None else nn.ModuleDict({"student": student, "times": times})
     run = Run.new(trained, _trainable_names(trained), lr=lr, weight_decay=weight_decay, seed=seed, config=config,
@@ -320,6 +327,32 @@ def _check_recipe(pairs: PairData, *, objective: str, lr_schedule: str, learn_ti
         if objective != "rollout":
             raise BossflowError(f"learned times train through the student's rollout: use objective rollout, not {objective}.")
         _only_schedule(pairs)
+
+
+def _grid_power(pairs: PairData) -> dict[str, float]:
+    """The pairs' warped fine grid, recorded only when not uniform (so older checkpoints still resume)."""
+    power = float(pairs.meta.get("grid_power", 1.0))
+    return {} if power == 1.0 else {"grid_power": power}
+
+
+def _check_init(init: nn.Module | None, teacher: nn.Module | None, student: nn.Module | None) -> None:
+    """Refuse a starting network that is not a copy-able module of the teacher's shape, or given with ``student``."""
+    if init is None:
+        return
+    if student is not None:
+        raise BossflowError("give a prepared student or a network to start from (init), not both.")
+    if not isinstance(init, nn.Module) or not isinstance(teacher, nn.Module):
+        raise BossflowError("init starts a full copy of another network: give the teacher and init as torch modules.")
+    shapes = {k: tuple(v.shape) for k, v in teacher.state_dict().items()}
+    if shapes != {k: tuple(v.shape) for k, v in init.state_dict().items()}:
+        raise BossflowError("init must be the teacher's architecture (a student of the same teacher); its weights differ in "
+                            "names or shapes.")
+
+
+def _fingerprint(model: nn.Module | None) -> str | None:
+    from ..core.cost import model_fingerprint
+
+    return None if model is None else model_fingerprint(model)
 
 
 def _only_schedule(pairs: PairData) -> Schedule:
@@ -422,7 +455,7 @@ def _resume_config(
         "precision": precision,
         "teacher_sha256": model_fingerprint(teacher) if teacher is not None else pairs.meta.get("model_sha256"),
         "pairs": {k: pairs.meta.get(k) for k in ("model_sha256", "times", "seed", "grid_steps", "substeps", "method",
-                                                  "samples")} | {"nfes": pairs.nfes},
+                                                  "samples")} | {"nfes": pairs.nfes} | _grid_power(pairs),
     }
 
 

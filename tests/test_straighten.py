@@ -714,6 +714,7 @@ def test_cmd_straighten_chains_the_budgets_largest_first(tmp_path, capsys, sched
     four, two = ({**json.loads((out / f"nfe-{k}" / "config.json").read_text())["training"]} for k in (4, 2))
     assert "started_from" not in four and four["init_sha256"] is None
     assert two["started_from"] == str(out / "nfe-4")
+    assert two["chain_wall_seconds"] == pytest.approx(two["wall_seconds"] + four["wall_seconds"], abs=0.2)
     four_model, _ = load_model_dir(out / "nfe-4")
     assert two["init_sha256"] == model_fingerprint(four_model)
     first = _weights(load_model_dir(out / "nfe-2")[0])

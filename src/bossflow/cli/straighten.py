@@ -333,9 +333,10 @@ def run(args: argparse.Namespace) -> int:
         if is_main():  # rank 0 writes the model directory and reports
             if args.learn_times:
                 group = [learned_schedule(record, **_learned_meta(group[0]))]
-            _export(args, folder, student, record | _started_from(previous), config, group, lora)
+            record |= _started_from(previous, record["wall_seconds"])
+            _export(args, folder, student, record, config, group, lora)
         if args.budgets == "chained":
-            previous = (folder, student)
+            previous = (folder, student, record.get("chain_wall_seconds", record["wall_seconds"]))
     return 0
 
 
@@ -362,6 +363,9 @@ def _pair_solver(args: argparse.Namespace, teacher: Any, shape: tuple[int, ...],
     return PAIR_SOLVERS[name]
 
 
-def _started_from(previous: tuple[Path, Any] | None) -> dict[str, str]:
-    """What a chained student's record says it started from."""
-    return {} if previous is None else {"started_from": str(previous[0])}
+def _started_from(previous: tuple[Path, Any, float] | None, seconds: float) -> dict[str, Any]:
+    """What a chained student's record says it started from, and the training time of the chain up to it (its own
+    ``seconds`` and those of every student before it)."""
+    if previous is None:
+        return {}
+    return {"started_from": str(previous[0]), "chain_wall_seconds": round(previous[2] + seconds, 1)}

@@ -184,7 +184,8 @@ def _score_student(name: str, evaluator: Any, out: dict[str, Any], is_image: boo
 
     folder = shipped_model_dir(name)
     student, config = load_model_dir(folder)
-    seconds = float(config.get("training", {}).get("wall_seconds", 0.0))
+    training = config.get("training", {})
+    seconds = float(training.get("chain_wall_seconds", training.get("wall_seconds", 0.0)))  # a chained student's start too
     for k, schedule in sorted(load_schedules(folder / "schedules.json").items()):
         row, samples = evaluator.score(schedule, model=student)
         r = asdict(row)
@@ -514,7 +515,8 @@ def format_report(report: dict) -> str:
          f"data. Offline, CPU; {report.get('seconds', 0):.0f} s in all. `{STRAIGHTENED}` rows are the shipped "
          "`digits-boss-2` and `digits-boss-4`: the digits teacher straightened for one budget each along its "
          "`--family euler` schedule (`bossflow straighten`'s default recipe; the search-cost entry is the training "
-         "time), sampled along that schedule and measured against the teacher's reference like every other row."),
+         "time, for `digits-boss-2` with that of the NFE-4 student it starts from), sampled along that schedule and "
+         "measured against the teacher's reference like every other row."),
         "",
         *format_gain(report),
         "## Summary: endpoint RMSE (lower is better, best per column in bold)",

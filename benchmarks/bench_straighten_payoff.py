@@ -64,6 +64,7 @@ from bossflow.evaluation.classifier import dataset_frechet_distance
 from bossflow.models.model_dir import CONFIG_NAME, load_model_dir, resolve_model_dir, save_model_dir
 from bossflow.search import SEARCHES
 from bossflow.search.sampling import sample_with
+from bossflow.training.pair_solver import PAIR_SOLVERS
 from bossflow.training.pairs import PairData, teacher_pairs
 from bossflow.training.straighten import LoraSettings, learned_schedule, straighten
 
@@ -76,7 +77,8 @@ NFES = (2, 4)
 @dataclass(frozen=True)
 class Row:
     """One student recipe: ``straighten`` settings plus how budgets, pairs and batch are used
-    (``batch_size`` ``None``: the run's ``--batch-size``; ``pairs``: a key of :data:`PAIR_SOLVERS`;
+    (``batch_size`` ``None``: the run's ``--batch-size``; ``pairs``: a preset of
+    ``bossflow.training.pair_solver.PAIR_SOLVERS``;
     ``chained_from``: the row whose largest-budget student the smaller budgets start from)."""
 
     label: str
@@ -109,11 +111,6 @@ ROWS = [
         chained_from="rollout-ph-heun"),
 ]
 """Every compared recipe; all use AdamW, cosine decay from lr 2e-3 (unless given), EMA 0.999."""
-
-PAIR_SOLVERS = {"euler": {"grid_steps": 100, "method": "euler"},
-                "heun": {"grid_steps": 20, "grid_power": 1.5, "method": "heun"}}
-"""The teacher's fine solution of each kind of pairs: 100 uniform Euler steps (the paper's), or 20 Heun
-steps on a grid denser towards the data (fewer calls, more accurate on digits)."""
 
 DESCRIPTIONS = {
     "boss": "BOSS per-step targets, MSE (the paper's loss)",
@@ -312,7 +309,7 @@ def main() -> None:
     for kind in dict.fromkeys(row.pairs for row in rows):
         folder = pairs_dir if kind == "euler" else pairs_dir.with_name(f"{pairs_dir.name}-{kind}")
         _PAIRS[kind] = teacher_pairs(teacher, [schedules[k] for k in args.nfes], shape, samples=args.samples, seed=0,
-                                     cache_dir=folder, model_id=args.teacher, progress=False, **PAIR_SOLVERS[kind])
+                                     cache_dir=folder, model_id=args.teacher, progress=False, **PAIR_SOLVERS[kind].to_json())
     torch.set_num_threads(1)
     print(f"schedules and pairs in {time.perf_counter() - started:.0f} s", flush=True)
     jobs = jobs_of(rows, args, out)

@@ -346,8 +346,8 @@ def test_straighten_command_under_torchrun_writes_the_plain_runs_model(tmp_path,
     schedule = tmp_path / "sched.json"
     bf.save_schedules(schedule, _schedules())
     args = ["straighten", "--model", "gmm-2d-teacher", "--schedule", str(schedule), "--steps", "4", "--samples", "48",
-            "--batch-size", "15", "--grid-steps", "20", "--lr", "1e-3", "--checkpoint-every", "2", "--budgets", "mixed",
-            "--quiet"]
+            "--batch-size", "15", "--pair-solver", "euler", "--grid-steps", "20", "--lr", "1e-3", "--checkpoint-every", "2",
+            "--budgets", "mixed", "--quiet"]
     assert main([*args, "--out", str(tmp_path / "plain")]) == 0
     capsys.readouterr()
     run = _torchrun([*args, "--out", str(tmp_path / "multi")], tmp_path)

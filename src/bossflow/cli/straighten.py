@@ -344,6 +344,7 @@ def _pair_solver(args: argparse.Namespace, teacher: Any, shape: tuple[int, ...],
                  pairs_dir: Path) -> Any:
     """The teacher's fine solution for the pairs: the preset ``--pair-solver`` names (its grid overridable), or with
     ``auto`` the one the pairs folder was made with, else the one :func:`choose_pair_solver` measures best."""
+    from ..core.distributed import is_main
     from ..training.pair_solver import PAIR_SOLVERS, PairSolver, cached_pair_solver, choose_pair_solver
     from ..training.pairs import state_times
 
@@ -357,7 +358,7 @@ def _pair_solver(args: argparse.Namespace, teacher: Any, shape: tuple[int, ...],
     name = cached_pair_solver(pairs_dir)
     if name is None:
         name, errors = choose_pair_solver(teacher, shape, state_times(schedules), seed=args.seed)
-        if not args.quiet:
+        if not args.quiet and is_main():
             print(f"pair solver: {name} (RMSE on 64 noises against a 400-call Heun solution: "
                   + ", ".join(f"{k} {v:.4f}" for k, v in errors.items()) + ")")
     return PAIR_SOLVERS[name]

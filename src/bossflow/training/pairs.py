@@ -321,14 +321,15 @@ def teacher_pairs(
 
     _check_pair_options(schedules, samples=samples, batch_size=batch_size, shard_size=shard_size, cond=cond,
                         storage_dtype=storage_dtype, stream=stream, cache_dir=cache_dir)
-    _check_solver(grid_steps, grid_power, substeps, method)
+    _check_fine_solution(grid_steps, grid_power, substeps, method)
     times = state_times(schedules)
     shape = tuple(int(s) for s in shape)
     if cache_dir is not None:
         times = on_main(lambda: _cached_times(Path(cache_dir), times))
     meta = {
         "format": PAIRS_FORMAT, "model": model_id, "model_sha256": model_fingerprint(model), "times": times.tolist(),
-        "seed": seed, "grid_steps": grid_steps, "grid_power": float(grid_power), "substeps": substeps, "method": method, "shape": list(shape),
+        "seed": seed, "grid_steps": grid_steps, "grid_power": float(grid_power), "substeps": substeps, "method": method,
+        "shape": list(shape),
         "shard_size": shard_size, "noise": "bossflow.gaussian_noise (per-sample seeds), float32 draw",
         "dtype": str(storage_dtype).removeprefix("torch."),
         "cond_sha256": cond.table_sha256() if cond is not None else None,
@@ -385,8 +386,9 @@ def _check_pair_options(schedules: Sequence[Schedule], *, samples: int, batch_si
         raise BossflowError(f"the conditioning covers {cond.n_samples} samples, fewer than the {samples} asked for.")
 
 
-def _check_solver(grid_steps: int, grid_power: float, substeps: int, method: str) -> None:
-    """Refuse, before any work, a fine solution :func:`teacher_states` cannot compute."""
+def _check_fine_solution(grid_steps: int, grid_power: float, substeps: int, method: str) -> None:
+    """Refuse, before any work (:func:`fine_trajectory` checks the same, but only at the first batch, after the cache
+    folder is set up), a fine solution :func:`teacher_states` cannot compute."""
     reference_grid(np.array([0.0, 1.0]), grid_steps, grid_power)
     if not isinstance(substeps, int) or isinstance(substeps, bool) or substeps < 1:
         raise BossflowError(f"substeps must be a positive integer, got {substeps!r}.")
@@ -406,8 +408,8 @@ def _cached_times(folder: Path, times: np.ndarray) -> np.ndarray:
     return times
 
 
-_META_KEYS = ("format", "model_sha256", "times", "seed", "grid_steps", "grid_power", "substeps", "method", "shape", "shard_size",
-              "dtype", "cond_sha256")
+_META_KEYS = ("format", "model_sha256", "times", "seed", "grid_steps", "grid_power", "substeps", "method", "shape",
+              "shard_size", "dtype", "cond_sha256")
 _META_DEFAULTS = {"dtype": "float32", "cond_sha256": None, "grid_power": 1.0}
 """What caches written before a key existed hold."""
 

@@ -350,6 +350,7 @@ def _check_init(init: nn.Module | None, teacher: nn.Module | None, student: nn.M
 
 
 def _fingerprint(model: nn.Module | None) -> str | None:
+    """The weights' sha256 (:func:`bossflow.core.cost.model_fingerprint`), ``None`` for no model."""
     from ..core.cost import model_fingerprint
 
     return None if model is None else model_fingerprint(model)
@@ -445,15 +446,13 @@ def _resume_config(
     precision: str,
 ) -> dict[str, Any]:
     """The settings a checkpoint records and a resumed run must share (:data:`_RESUME_KEYS`)."""
-    from ..core.cost import model_fingerprint
-
     return {
         "objective": objective,
         "lora": lora.to_json() if lora is not None else None,
         **loop_settings(batch_size, lr, weight_decay, grad_clip, ema_decay, seed),
         "distance": distance,
         "precision": precision,
-        "teacher_sha256": model_fingerprint(teacher) if teacher is not None else pairs.meta.get("model_sha256"),
+        "teacher_sha256": _fingerprint(teacher) if teacher is not None else pairs.meta.get("model_sha256"),
         "pairs": {k: pairs.meta.get(k) for k in ("model_sha256", "times", "seed", "grid_steps", "substeps", "method",
                                                   "samples")} | {"nfes": pairs.nfes} | _grid_power(pairs),
     }

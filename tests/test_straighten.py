@@ -138,6 +138,22 @@ def test_pair_cache_is_reused_extended_and_checked(tmp_path, teacher, schedules,
                       progress=False)
 
 
+def test_a_complete_pair_cache_is_shared_while_another_run_holds_it(tmp_path, teacher, schedules):
+    from bossflow.core._io import exclusive
+
+    cache = tmp_path / "pairs"
+    made = teacher_pairs(teacher, [schedules[2]], SHAPE, samples=40, shard_size=16, grid_steps=20, cache_dir=cache,
+                         progress=False)
+    with exclusive(cache, "pairs folder"):  # another run reading or writing the folder
+        shared = teacher_pairs(teacher, [schedules[2]], SHAPE, samples=40, shard_size=16, grid_steps=20,
+                               cache_dir=cache, progress=False)
+        assert torch.equal(shared.states, made.states)
+        with pytest.raises(BossflowError, match="another run is writing the pairs folder"):  # would write: refused
+            teacher_pairs(teacher, [schedules[2]], SHAPE, samples=60, shard_size=16, grid_steps=20, cache_dir=cache,
+                          progress=False)
+    assert sorted(p.name for p in cache.iterdir())[-1] == "shard-00002.safetensors"  # nothing written meanwhile
+
+
 def test_select_keeps_the_steps_of_some_budgets(pairs):
     two = pairs.select([2])
     assert two.nfes == [2] and len(two.transitions) == 2 and two.states is pairs.states

@@ -463,13 +463,31 @@ class _Shards:
 
 def _cached_states(shards: _Shards, keep: bool = True) -> Tensor | ShardedStates:
     """Every shard, read from ``shards.folder`` or made and written there (the folder locked meanwhile): their states
-    concatenated, or (``keep=False``) a :class:`ShardedStates` over the files."""
-    with exclusive(shards.folder, "pairs folder"):
-        parts = _read_or_make(shards, keep)
+    concatenated, or (``keep=False``) a :class:`ShardedStates` over the files.
+
+    A complete folder is only read, without the lock, so several runs can share it at once (shards are written
+    atomically); a read that fails there (a run extending the folder replaced a shard) is retried under the lock.
+    """
+    parts = _read_complete(shards, keep)
+    if parts is None:
+        with exclusive(shards.folder, "pairs folder"):
+            parts = _read_or_make(shards, keep)
     if keep:
         return torch.cat(parts)
     paths = [_shard_path(shards.folder, index) for index in range(len(shards.counts))]
     return ShardedStates(paths, shards.shard_size, shards.samples, shards.state_shape, shards.dtype)
+
+
+def _read_complete(shards: _Shards, keep: bool) -> list[Tensor] | None:
+    """:func:`_read_or_make` for a folder that holds ``meta.json`` and every shard, or ``None`` (not complete, or a
+    shard could not be read)."""
+    names = [META_NAME, *(_shard_path(shards.folder, index).name for index in range(len(shards.counts)))]
+    if not all((shards.folder / name).exists() for name in names):
+        return None
+    try:
+        return _read_or_make(shards, keep)
+    except FileFormatError:
+        return None
 
 
 def _read_or_make(shards: _Shards, keep: bool) -> list[Tensor]:

@@ -2,6 +2,10 @@ import numpy as np
 import pytest
 import torch
 
+from bossflow.core._allocator import keep_freed_memory
+
+keep_freed_memory()  # as the command line does: the suite runs 1.2-1.6x faster on glibc CPUs
+
 TEST_SEED = 1234
 
 
@@ -16,6 +20,22 @@ def random_cost_matrix(rng: np.random.Generator, n: int) -> np.ndarray:
     iu = np.triu_indices(n + 1, 1)
     c[iu] = rng.random(iu[0].size)
     return c
+
+
+@pytest.fixture(scope="session")
+def quick_demo(tmp_path_factory):
+    """``bossflow demo --quick --quiet`` run once for the session: (exit code, its folder, what it printed)."""
+    import contextlib
+    import io
+
+    from bossflow.cli import main
+
+    out = tmp_path_factory.mktemp("demo") / "demo"
+    printed = io.StringIO()
+    torch.set_num_threads(1)
+    with contextlib.redirect_stdout(printed):
+        code = main(["demo", "--quick", "--quiet", "--out", str(out)])
+    return code, out, printed.getvalue()
 
 
 @pytest.fixture(autouse=True)

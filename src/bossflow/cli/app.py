@@ -15,6 +15,7 @@ import os
 import sys
 from typing import Any, Sequence
 
+from ..core._allocator import keep_freed_memory
 from ..core.errors import BossflowError
 from . import bench, demo, evaluate, export, sample, schedule, straighten, teacher
 from ._args import Parser
@@ -82,6 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """The ``bossflow`` command. Under ``torchrun`` (``WORLD_SIZE`` > 1) every rank runs it; rank 0 prints and writes."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    keep_freed_memory()
     previous_sigterm = _stop_on_sigterm()
     joined = False
     where = ""

@@ -157,9 +157,8 @@ def test_help_has_examples():
     assert proc.returncode == 0 and "examples:" in proc.stdout and "--nfe" in proc.stdout
 
 
-def test_demo_quick(capsys, tmp_path):
-    out = tmp_path / "demo"
-    code, text, _ = run(capsys, "demo", "--quick", "--quiet", "--out", str(out))
+def test_demo_quick(quick_demo):
+    code, out, text = quick_demo  # the run tests/test_figures.py checks too
     assert code == 0 and "gmm-64d" in text
     report = json.loads((out / "report.json").read_text())
     methods = set(bf.search.SEARCHES)

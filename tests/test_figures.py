@@ -6,15 +6,13 @@ import sys
 import numpy as np
 import pytest
 
-from bossflow.cli import main
 from bossflow.demo import STRAIGHTENED, demo_plan
 from bossflow.errors import BossflowError
 
 
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    out = tmp_path_factory.mktemp("demo")
-    code = main(["demo", "--quick", "--quiet", "--out", str(out)])
+@pytest.fixture
+def demo(quick_demo):
+    code, out, _ = quick_demo
     return code, out
 
 

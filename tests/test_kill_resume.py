@@ -73,6 +73,7 @@ def test_bellman_cache_killed_then_rerun_gives_the_uninterrupted_schedules(tmp_p
     assert [s["times"] for s in whole] == [s["times"] for s in resumed]
 
 
+@pytest.mark.slow  # in-process: tests/test_search_auto.py::test_auto_journal_resumes_after_interruptions_...
 def test_auto_journal_killed_then_rerun_gives_the_uninterrupted_schedules_and_cost(tmp_path):
     argv = ["schedule", "--model", "digits", "--nfe", "2,4", "--samples", "32", "--grid-steps", "20", "--effort", "fast",
             "--quiet"]
@@ -97,7 +98,10 @@ TRAINING_RUNS = {
 }
 
 
-@pytest.mark.parametrize("command", sorted(TRAINING_RUNS))
+@pytest.mark.parametrize("command", [
+    "straighten",
+    pytest.param("teacher", marks=pytest.mark.slow),  # in-process: tests/test_teachers.py::test_resume_after_a_kill_...
+])
 def test_training_killed_after_a_checkpoint_resumes_to_the_same_weights(tmp_path, command):
     argv = TRAINING_RUNS[command]
     if command == "straighten":  # the three runs share the pairs (made by the first), so the kill lands in training

@@ -141,6 +141,7 @@ def _kill_when(argv, path: Path, timeout: float = 120.0) -> None:
     proc.wait()
 
 
+@pytest.mark.slow  # 75 s: three pipeline runs, two of them killed
 def test_killed_in_pairs_and_in_training_a_resumed_run_reaches_the_same_weights(setup, tmp_path):
     root, pipe = setup
     short = ["--samples", "64", "--steps", "60", "--checkpoint-every", "20", "--holdout-samples", "0"]

@@ -28,9 +28,11 @@ def keep_freed_memory() -> bool:
     """Raise glibc's mmap and trim thresholds for this process; return whether they were set.
 
     Nothing is changed off Linux, under another C library, or when the user set one of
-    :data:`USER_SETTINGS`.
+    :data:`USER_SETTINGS` or a ``glibc.malloc.*`` tunable in ``GLIBC_TUNABLES``.
     """
     if sys.platform != "linux" or any(name in os.environ for name in USER_SETTINGS):
+        return False
+    if "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", ""):  # the user tuned malloc the modern way
         return False
     try:
         libc = ctypes.CDLL(None)

@@ -25,6 +25,8 @@ import time
 import torch
 from _common import machine_line, markdown_table, target_row
 
+from bossflow.core._allocator import USER_SETTINGS
+
 PROBE = """
 import sys, time, torch
 from bossflow.core._allocator import keep_freed_memory
@@ -58,12 +60,14 @@ MODES = ("default", "keep")
 
 
 def _env(mode: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "BOSSFLOW_DEFAULT_MALLOC"}
+    """This process's environment without the settings that make ``keep_freed_memory`` stand aside, plus the opt-out
+    for ``default``."""
+    env = {k: v for k, v in os.environ.items() if k not in (*USER_SETTINGS, "GLIBC_TUNABLES")}
     return {**env, "BOSSFLOW_DEFAULT_MALLOC": "1"} if mode == "default" else env
 
 
 def probe(mode: str, threads: int) -> dict[str, float]:
-    """Best seconds per call of ``train`` and ``forward`` in one fresh process under ``mode``."""
+    """Median seconds per call of ``train`` and ``forward`` in one fresh process under ``mode``."""
     done = subprocess.run([sys.executable, "-c", PROBE, mode, str(threads)], env=_env(mode), capture_output=True,
                           text=True, check=True)
     return {name: float(value) for name, value in (line.split() for line in done.stdout.splitlines())}

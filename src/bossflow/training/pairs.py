@@ -487,6 +487,7 @@ def _read_complete(shards: _Shards, keep: bool) -> list[Tensor] | None:
     try:
         return _read_or_make(shards, keep)
     except FileFormatError:
+        shards.bar.reset()  # the locked retry counts every shard again
         return None
 
 

@@ -12,7 +12,7 @@ from typing import Any
 from ..core.errors import BossflowError
 from . import _pipeline
 
-DEFAULTS = {"samples": (None, 256), "batch_size": (512, 16), "grid_steps": (None, 40), "pair_batch_size": (256, 8),
+DEFAULTS = {"samples": (None, 256), "batch_size": (256, 16), "grid_steps": (None, 40), "pair_batch_size": (256, 8),
             "lora_rank": (None, 16), "pair_solver": ("auto", "euler"), "grid_power": (None, 1.0)}
 """Option -> (default for model directories, default for pipelines): a pipeline run must fit a GPU budget."""
 OPTIONS = ("prompts", "prompt", "negative_prompt", "guidance_scale", "height", "width", "variant", "holdout_prompts",

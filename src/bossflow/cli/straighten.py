@@ -2,10 +2,10 @@
 land where its fine solution lands. By default each budget gets its own student trained on
 its own K-step rollout from the noise against the teacher's fine solution (pseudo-Huber,
 cosine decay), the largest budget first and each smaller one starting from the previous
-student; --objective boss regresses v(x_a, s_a) on (x_b - x_a) / (t_b - t_a) for
+student, the schedule's step and evaluation times trained with the weights (--no-learn-times
+keeps them); --objective boss regresses v(x_a, s_a) on (x_b - x_a) / (t_b - t_a) for
 teacher states at consecutive schedule times (the paper), blend matches the rollout's state
-after every step, reflow is the baseline (Liu et al. 2022) on the same couplings;
---learn-times trains the schedule's times with the weights. Full fine-tuning, or LoRA
+after every step, reflow is the baseline (Liu et al. 2022) on the same couplings. Full fine-tuning, or LoRA
 adapters (peft) with --lora-rank. AdamW, gradient clipping, EMA weights, seeded, resumable.
 A saved diffusers pipeline (--model diffusers:DIR, SD3 or Flux) is straightened into a LoRA
 file that pipe.load_lora_weights(OUT) loads, trained as the pipeline evaluates its
@@ -30,7 +30,7 @@ examples:
   bossflow straighten --model digits --schedule runs/digits-sched.json --out runs/digits-boss --threads 2
       # one student per budget: runs/digits-boss/nfe-4, then nfe-2 started from it
   bossflow sample --model runs/digits-boss/nfe-2 --out grid.png       # along the schedule it was trained for
-  bossflow straighten ... --learn-times             # train the step and evaluation times with the weights
+  bossflow straighten ... --no-learn-times          # keep the schedule's times (default: trained with the weights)
   bossflow straighten ... --objective boss --distance mse --lr-schedule constant --lr 1e-4 --budgets mixed
       # the paper's recipe: per-step targets, one model for every budget
   bossflow straighten --model digits --schedule runs/digits-sched.json --lora-rank 8 --out runs/digits-lora
@@ -47,10 +47,11 @@ examples:
 
 The default recipe (the winner of benchmarks/bench_straighten_payoff.py at equal compute):
 the rollout objective (the student's own K Euler steps from the noise, its endpoint against
-the teacher's fine solution), pseudo-Huber distance, AdamW at 2e-3 with cosine decay to 0,
-batch 512, EMA 0.999, 2,500 steps, one student per budget chained from the largest budget
-down, pairs from 65,536 trajectories of 20 Heun steps (or 32,768 of 100 Euler steps where
-Heun is the less accurate on the teacher).
+the teacher's fine solution), the schedule's times trained with the weights, pseudo-Huber
+distance, AdamW at 1e-3 with cosine decay to 0, batch 256, EMA 0.999, 4,700 steps, one
+student per budget chained from the largest budget down, pairs from 131,072 trajectories of
+20 Heun steps (or 65,536 of 100 Euler steps where Heun is the less accurate on the teacher):
+students memorise their pairs, so teacher trajectories buy more than optimizer steps.
 
 Pairs: the teacher's fine solutions from --samples seeded noises, kept at the schedule times.
 --pair-solver auto measures, on 64 noises against a 400-call Heun solution, whether 20 Heun
@@ -63,7 +64,7 @@ its own student in OUT/nfe-K, the largest first, each smaller one starting from 
 before it (--budgets separate: each from the teacher; mixed: one for all in OUT, as in the
 paper). A student's folder is a model directory (config.json + model.safetensors, EMA
 weights, LoRA merged) that every --model option accepts, plus schedules.json (the schedule
-it was straightened along, or with --learn-times the learned one; `bossflow sample` uses it
+it was straightened along, its times as learned unless --no-learn-times; `bossflow sample` uses it
 by default) and checkpoint.safetensors (for --resume).
 
 Pipelines: the pairs are the pipeline's own guided fine solutions for (prompt, noise) pairs
@@ -79,14 +80,14 @@ schedule's K steps with and without the LoRA against the base pipeline's 100-ste
 HELP = "fine-tune a model so few Euler steps along its schedule land on its fine solution (BOSS; reflow baseline)"
 
 
-DEFAULTS = {"steps": (2500, 2000), "objective": ("rollout", "boss"), "distance": ("pseudo-huber", "mse"),
+DEFAULTS = {"steps": (4700, 2000), "objective": ("rollout", "boss"), "distance": ("pseudo-huber", "mse"),
             "lr_schedule": ("cosine", "constant"), "budgets": ("chained", "mixed")}
 """The recipe's defaults, option -> (model directories, pipelines): the winner of
 benchmarks/bench_straighten_payoff.py for models; pipelines keep per-step targets (a rollout
 holds K transformer passes' activations) until a pipeline benchmark says otherwise."""
-SAMPLES = {"euler": 32768, "heun": 65536}
-"""Default teacher trajectories of model directories by the pairs' solver: about 3.3 million teacher calls either way."""
-FULL_LR, LORA_LR = 2e-3, 5e-3
+SAMPLES = {"euler": 65536, "heun": 131072}
+"""Default teacher trajectories of model directories by the pairs' solver: about 6.5 million teacher calls either way."""
+FULL_LR, LORA_LR = 1e-3, 5e-3
 """Learning rates of model directories under the default recipe (full fine-tuning, LoRA)."""
 
 BUDGETS = ("chained", "separate", "mixed")
@@ -104,8 +105,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--objective", choices=list(_choices.OBJECTIVES),
                    help="rollout (default: the student's own K-step endpoint error; pipelines: boss), boss (the "
                    "paper's per-step targets), blend (the rollout's state after every step), or the reflow baseline")
-    p.add_argument("--steps", type=positive_int, metavar="N", help="optimizer steps per student (default: 2500; pipelines 2000)")
-    p.add_argument("--batch-size", type=positive_int, metavar="B", help="pairs per step (default: 512; pipelines 16)")
+    p.add_argument("--steps", type=positive_int, metavar="N", help="optimizer steps per student (default: 4700; pipelines 2000)")
+    p.add_argument("--batch-size", type=positive_int, metavar="B", help="pairs per step (default: 256; pipelines 16)")
     p.add_argument("--lr", type=positive_float,
                    help=f"AdamW learning rate (default: {FULL_LR:g} full, {LORA_LR:g} LoRA; pipelines 1e-3)")
     p.add_argument("--weight-decay", type=non_negative_float, default=0.0, help="AdamW weight decay (default: 0)")
@@ -115,9 +116,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="training distance (default: pseudo-huber; pipelines mse)")
     p.add_argument("--lr-schedule", choices=list(_choices.LR_SCHEDULES),
                    help="learning rate over the run: cosine decay to 0 (default; pipelines constant) or constant")
-    p.add_argument("--learn-times", action="store_true",
-                   help="rollout only: train the schedule's step and evaluation times with the weights; the "
-                   "exported schedules.json holds the learned times")
+    p.add_argument("--learn-times", action=argparse.BooleanOptionalAction,
+                   help="train the schedule's step and evaluation times with the weights through the rollout; the "
+                   "exported schedules.json holds the learned times (default: on with --objective rollout, off with "
+                   "--budgets mixed and for pipelines)")
     p.add_argument("--step-sampling", choices=list(_choices.STEP_SAMPLINGS), default="uniform",
                    help="boss only: draw each schedule's steps uniformly, or by the teacher's Euler error on them "
                    "(default: uniform)")
@@ -133,7 +135,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="modules to adapt (default: every nn.Linear and nn.Conv2d; pipelines: the attention projections "
                    "to_q, to_k, to_v, to_out.0 and their add_* text-stream twins)")
     p.add_argument("--samples", type=positive_int, metavar="N",
-                   help="teacher trajectories (default: 65536 with heun pairs, 32768 with euler; pipelines 256)")
+                   help="teacher trajectories (default: 131072 with heun pairs, 65536 with euler; pipelines 256)")
     p.add_argument("--pairs", metavar="DIR", help="pair cache folder, shareable between runs (default: OUT/pairs)")
     p.add_argument("--pair-solver", choices=list(_choices.PAIR_SOLVERS),
                    help="the teacher's fine solution: euler (100 uniform steps, 100 calls per noise), heun (20 steps "
@@ -248,6 +250,8 @@ def _students(args: argparse.Namespace, schedules: list[Any]) -> list[tuple[Path
         students = [(out / f"nfe-{s.nfe}", [s]) for s in ordered]
     else:
         students = [(out, schedules)]
+    if args.learn_times is None:  # the default recipe: times trained wherever they can be
+        args.learn_times = args.objective == "rollout" and args.budgets != "mixed" and len(students[0][1]) == 1
     if args.learn_times and args.objective != "rollout":
         raise BossflowError(f"--learn-times trains the times through the student's rollout: use --objective rollout, "
                             f"not {args.objective}.")

@@ -45,7 +45,8 @@ examples:
       --lora-rank 16 --steps 2000 --out sd3-boss-lora --device cuda --precision bf16
   # then: pipe.load_lora_weights("sd3-boss-lora"); pipe(prompt, sigmas=..., guidance_scale=4)
 
-The default recipe (the winner of benchmarks/bench_straighten_payoff.py at equal compute):
+The default recipe (the winners of benchmarks/bench_straighten_payoff.py at equal compute, with
+the trajectory count of the README's full-length runs):
 the rollout objective (the student's own K Euler steps from the noise, its endpoint against
 the teacher's fine solution), the schedule's times trained with the weights, pseudo-Huber
 distance, AdamW at 1e-3 with cosine decay to 0, batch 256, EMA 0.999, 4,700 steps, one
@@ -82,8 +83,8 @@ HELP = "fine-tune a model so few Euler steps along its schedule land on its fine
 
 DEFAULTS = {"steps": (4700, 2000), "objective": ("rollout", "boss"), "distance": ("pseudo-huber", "mse"),
             "lr_schedule": ("cosine", "constant"), "budgets": ("chained", "mixed")}
-"""The recipe's defaults, option -> (model directories, pipelines): the winner of
-benchmarks/bench_straighten_payoff.py for models; pipelines keep per-step targets (a rollout
+"""The recipe's defaults, option -> (model directories, pipelines): the winners of
+benchmarks/bench_straighten_payoff.py for models (steps: the sample passes of 2,350 steps of 512 at batch 256); pipelines keep per-step targets (a rollout
 holds K transformer passes' activations) until a pipeline benchmark says otherwise."""
 SAMPLES = {"euler": 65536, "heun": 131072}
 """Default teacher trajectories of model directories by the pairs' solver: about 6.5 million teacher calls either way."""

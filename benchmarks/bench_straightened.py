@@ -54,6 +54,7 @@ def student_rows(name: str, students: list[str], scorer: Scorer, search_samples:
     """Every student along its schedule, with the teacher's rows for the same budget and the student's fit gap."""
     teacher, config = load_model_dir(resolve_model_dir(name))
     shape = tuple(config["sample_shape"])
+    fine_solutions: dict[str, Any] = {}  # students made from the same pairs share the teacher's solutions
     rows = []
     for spec in students:
         folder = resolve_model_dir(spec)
@@ -67,21 +68,29 @@ def student_rows(name: str, students: list[str], scorer: Scorer, search_samples:
                 {"what": "teacher, best searched schedule (auto)", "nfe": k, **scorer(teacher, searched)},
                 {"what": "teacher, the student's schedule", "nfe": k, **scorer(teacher, schedule)},
                 {"what": f"straightened: {spec}", "nfe": k, **scorer(student, schedule),
-                 **(fit_gap(teacher, student, schedule, pairs, shape, gap_samples) if pairs and gap_samples else {})},
+                 **(fit_gap(teacher, student, schedule, pairs, shape, gap_samples, fine_solutions)
+                    if pairs and gap_samples else {})},
             ]
     return rows
 
 
-def fit_gap(teacher: Any, student: Any, schedule: Any, pairs: dict, shape: tuple[int, ...], n: int) -> dict[str, float]:
+def fit_gap(teacher: Any, student: Any, schedule: Any, pairs: dict, shape: tuple[int, ...], n: int,
+            fine_solutions: dict[str, Any]) -> dict[str, float]:
     """RMSE of ``student`` along ``schedule`` against the teacher's fine solution of its ``pairs`` record
-    (the ``training.pairs`` of its ``config.json``), on ``n`` of its training noises and on ``n`` fresh ones."""
+    (the ``training.pairs`` of its ``config.json``), on ``n`` of its training noises and on ``n`` fresh ones.
+    ``fine_solutions`` keeps the ``(noise, solution)`` of each solver and seed for the next student."""
     solver = {k: pairs[k] for k in ("grid_steps", "grid_power", "substeps", "method") if k in pairs}
     seen_seed = int(pairs["seed"])
     found = {}
-    for label, seed in (("seen", seen_seed), ("fresh", seen_seed + 1)):
-        noise = bf.gaussian_noise(min(n, int(pairs["samples"])) if label == "seen" else n, shape, seed=seed)
+    for label, seed, count in (("seen", seen_seed, min(n, int(pairs["samples"]))), ("fresh", seen_seed + 1, n)):
+        key = repr((sorted(solver.items()), seed, count))
+        if key not in fine_solutions:
+            noise = bf.gaussian_noise(count, shape, seed=seed)
+            with torch.no_grad():
+                solution = teacher_states(teacher, noise, np.array([0.0, 1.0]), batch_size=500, **solver)[:, -1]
+            fine_solutions[key] = noise, solution
+        noise, target = fine_solutions[key]
         with torch.no_grad():
-            target = teacher_states(teacher, noise, np.array([0.0, 1.0]), batch_size=500, **solver)[:, -1]
             x = torch.cat([sample_with(student, noise[i:i + 500], schedule) for i in range(0, len(noise), 500)])
         found[label] = bf.endpoint_rmse(x, target)
     return found

@@ -84,8 +84,9 @@ HELP = "fine-tune a model so few Euler steps along its schedule land on its fine
 DEFAULTS = {"steps": (4700, 2000), "objective": ("rollout", "boss"), "distance": ("pseudo-huber", "mse"),
             "lr_schedule": ("cosine", "constant"), "budgets": ("chained", "mixed")}
 """The recipe's defaults, option -> (model directories, pipelines): the winners of
-benchmarks/bench_straighten_payoff.py for models (steps: the sample passes of 2,350 steps of 512 at batch 256); pipelines keep per-step targets (a rollout
-holds K transformer passes' activations) until a pipeline benchmark says otherwise."""
+benchmarks/bench_straighten_payoff.py for models (steps: the sample passes of 2,350 steps of
+512 at batch 256); pipelines keep per-step targets (a rollout holds K transformer passes'
+activations) until a pipeline benchmark says otherwise."""
 SAMPLES = {"euler": 65536, "heun": 131072}
 """Default teacher trajectories of model directories by the pairs' solver: about 6.5 million teacher calls either way."""
 FULL_LR, LORA_LR = 1e-3, 5e-3
@@ -251,8 +252,6 @@ def _students(args: argparse.Namespace, schedules: list[Any]) -> list[tuple[Path
         students = [(out / f"nfe-{s.nfe}", [s]) for s in ordered]
     else:
         students = [(out, schedules)]
-    if args.learn_times is None:  # the default recipe: times trained wherever they can be
-        args.learn_times = args.objective == "rollout" and args.budgets != "mixed" and len(students[0][1]) == 1
     if args.learn_times and args.objective != "rollout":
         raise BossflowError(f"--learn-times trains the times through the student's rollout: use --objective rollout, "
                             f"not {args.objective}.")
@@ -301,6 +300,8 @@ def run(args: argparse.Namespace) -> int:
         return _pipeline_lora.run(args)
     if args.lr is None:
         args.lr = LORA_LR if args.lora_rank is not None else FULL_LR
+    if args.learn_times is None:  # the default recipe trains the times wherever the rollout runs one schedule per student
+        args.learn_times = args.objective == "rollout" and args.budgets != "mixed"
     teacher, config = load_model_dir(_teacher_folder(args))
     teacher = teacher.to(pick_device(args.device))
     schedules = _schedules(args.schedule, args.nfe, args.objective)
